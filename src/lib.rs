@@ -1,0 +1,11 @@
+//! kombiform: an infrastructure-as-code compiler and deploy engine for the kombify platform.
+//!
+//! The pipeline, one module per stage:
+//! - [`spec`]: YAML files → span-carrying documents → diagnostics (schema + semantics).
+//! - [`model`]: the validated, typed model and the dependency graph of every resource.
+//! - [`emit`]: the model → files under `generated/` (Kong, Bicep, PocketBase, SQL, services).
+//!
+//! None of these stages does IO; the binary (`src/main.rs`) reads and writes files.
+
+pub mod model;
+pub mod spec;

@@ -1,0 +1,8 @@
+//! Specs: YAML files → span-carrying documents → schema and semantic diagnostics.
+//!
+//! This stage reads text handed to it (the CLI does the file IO), never panics and never
+//! stops at the first problem: every diagnostic of every file comes back in one run.
+//! It is not the model: typed, validated data lives in [`crate::model`].
+
+pub mod diag;
+pub mod yaml;
