@@ -7,5 +7,7 @@
 //!
 //! None of these stages does IO; the binary (`src/main.rs`) reads and writes files.
 
+pub mod cli;
+pub mod emit;
 pub mod model;
 pub mod spec;

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `kombiform` binary: a thin wrapper over [`kombiform::cli`].
+
+fn main() -> std::process::ExitCode {
+    kombiform::cli::main()
+}

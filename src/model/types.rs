@@ -7,10 +7,13 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A reference to a secret: where to find it, never its value.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema,
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub enum SecretRef {
     /// A secret in the environment's Azure Key Vault, by secret name.
@@ -123,7 +126,7 @@ impl<'a> Env<'a> {
 // ---------------------------------------------------------------------------------------
 
 /// `kind: Platform`: one environment (its `metadata.name` is the environment name).
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Platform {
     /// Environment name, from `metadata.name`.
@@ -170,7 +173,7 @@ impl Platform {
 }
 
 /// Azure placement and naming.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Azure {
     /// Subscription id (a GUID).
@@ -196,7 +199,7 @@ fn default_log_retention() -> u32 {
 }
 
 /// Zitadel: who issues the tokens kombify accepts.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Zitadel {
     /// Issuer URL, e.g. `https://auth.kombify.io`.
@@ -231,7 +234,7 @@ impl Zitadel {
 pub const ORG_CLAIM: &str = "urn:zitadel:iam:user:resourceowner:id";
 
 /// One public signing key of Zitadel.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SigningKey {
     /// The key id (`kid`).
@@ -241,7 +244,7 @@ pub struct SigningKey {
 }
 
 /// Kong edition.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum KongEdition {
     /// Kong OSS 3.9, DB-less: jwt plugin with static keys, one consumer per tenant.
@@ -251,7 +254,7 @@ pub enum KongEdition {
 }
 
 /// The API gateway.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Kong {
     /// OSS or Enterprise.
@@ -284,7 +287,7 @@ fn default_correlation_header() -> String {
 }
 
 /// Upstream mTLS material. Certificates are public; the private key is a reference.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpstreamMtls {
     /// Stable UUID of the client certificate entity in Kong.
@@ -307,7 +310,7 @@ fn default_verify_depth() -> u8 {
 }
 
 /// Replicas and container size.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Scale {
     /// Minimum replicas.
@@ -349,7 +352,7 @@ fn one_gi() -> String {
 }
 
 /// Upstream protocol of a service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Protocol {
     /// Plain HTTP (inside the environment only).
@@ -369,7 +372,7 @@ impl Protocol {
 }
 
 /// A kombify service behind Kong.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Service {
     /// Service name (`kombistack`, `sso`, ...): a slug.
@@ -427,7 +430,7 @@ impl Service {
 }
 
 /// An environment variable value.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum EnvValue {
     /// A plain, non-secret value.
@@ -440,7 +443,7 @@ pub enum EnvValue {
 }
 
 /// Who may call a route.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Access {
     /// Anyone.
@@ -452,7 +455,7 @@ pub enum Access {
 }
 
 /// A Kong route of a service.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Route {
     /// Route name, unique across the platform.
@@ -473,7 +476,7 @@ pub struct Route {
 }
 
 /// The platform database.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Postgres {
     /// Host for services and apply (local) or the server name suffix (Azure).
@@ -532,7 +535,7 @@ fn default_backup_days() -> u32 {
 }
 
 /// The tenant data store.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PocketBase {
     /// Base URL services use.
@@ -544,7 +547,7 @@ pub struct PocketBase {
 }
 
 /// Redis.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Redis {
     /// Host name.
@@ -577,7 +580,7 @@ fn default_redis_capacity() -> u32 {
 }
 
 /// Azure Front Door.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FrontDoor {
     /// `Standard_AzureFrontDoor` or `Premium_AzureFrontDoor`.
@@ -593,7 +596,7 @@ fn default_fd_sku() -> String {
 }
 
 /// Probes and alerts.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Monitoring {
     /// Who gets alerts.
@@ -632,7 +635,7 @@ fn default_error_threshold() -> u32 {
 }
 
 /// Backups (PostgreSQL's own retention is on [`Postgres`]).
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Backup {
     /// Cron expression of PocketBase backups.
@@ -667,7 +670,7 @@ fn default_blob_days() -> u32 {
 }
 
 /// Settings of the SSO exchange service.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Sso {
     /// Lifetime of issued PocketBase tokens.
@@ -694,7 +697,7 @@ fn default_jwks_cooldown() -> u32 {
 }
 
 /// Webhook signing secrets and tolerance.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Webhooks {
     /// Stripe endpoint secret.
@@ -715,7 +718,9 @@ fn default_tolerance() -> u32 {
 // ---------------------------------------------------------------------------------------
 
 /// A feature a plan can include.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum PlanFeature {
     /// The StackKits catalogue API (`/v1/stackkits`).
@@ -741,7 +746,7 @@ impl PlanFeature {
 }
 
 /// `kind: Plan`.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Plan {
     /// Plan name (`free`, `pro`, ...), from `metadata.name`.
@@ -777,7 +782,7 @@ impl Plan {
 }
 
 /// Plan quotas.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Quotas {
     /// Users per tenant.
@@ -791,7 +796,7 @@ pub struct Quotas {
 }
 
 /// Tenant overrides of plan quotas (each optional).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct QuotaOverrides {
     /// Users per tenant.
@@ -821,7 +826,7 @@ impl Quotas {
 }
 
 /// Requests per period; at least one is set, and a longer period never allows fewer.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RateLimits {
     /// Per second.
@@ -854,7 +859,7 @@ impl RateLimits {
 }
 
 /// How simulations of a tenant are isolated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Isolation {
     /// A Docker network per tenant.
@@ -864,7 +869,7 @@ pub enum Isolation {
 }
 
 /// KombiSim limits of a plan.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Simulation {
     /// Simulations running at the same time.
@@ -878,7 +883,7 @@ pub struct Simulation {
 }
 
 /// Shared instance (namespaces in the shared KombiStack) or a dedicated one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum InstanceMode {
     /// Collections in the shared PocketBase, namespaced by slug.
@@ -888,7 +893,7 @@ pub enum InstanceMode {
 }
 
 /// Tenant status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum TenantStatus {
     /// In use.
@@ -908,7 +913,7 @@ impl TenantStatus {
 }
 
 /// `kind: Tenant`.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Tenant {
     /// The tenant's slug, from `metadata.name`. Safe in collection names, Kong consumer
@@ -960,7 +965,7 @@ impl Tenant {
 // ---------------------------------------------------------------------------------------
 
 /// `kind: FeatureFlag`.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FeatureFlag {
     /// Flag name, from `metadata.name`.
@@ -983,7 +988,7 @@ pub struct FeatureFlag {
 }
 
 /// Where a collection template is instantiated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Scope {
     /// Once per tenant: `t_<slug>_<name>`.
@@ -993,7 +998,7 @@ pub enum Scope {
 }
 
 /// PocketBase collection type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum CollectionKind {
     /// Plain records.
@@ -1003,7 +1008,7 @@ pub enum CollectionKind {
 }
 
 /// `kind: CollectionTemplate`.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CollectionTemplate {
     /// Template name, from `metadata.name` (`nodes`, `_sso_mappings`).
@@ -1036,7 +1041,7 @@ impl CollectionTemplate {
 
 /// Who may do what in a tenant collection. Every rule also requires an authenticated
 /// user of the same tenant; anonymous access is never granted.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CollectionAccess {
     /// List and view.
@@ -1072,7 +1077,7 @@ fn default_owner() -> AccessLevel {
 }
 
 /// An access level of a tenant collection rule.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum AccessLevel {
     /// Any user of the tenant.
@@ -1085,7 +1090,7 @@ pub enum AccessLevel {
 }
 
 /// A collection field.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Field {
     /// Field name.
@@ -1123,7 +1128,7 @@ pub struct Field {
 }
 
 /// PocketBase field types kombiform generates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum FieldKind {
     /// Text.
@@ -1167,7 +1172,7 @@ impl FieldKind {
 }
 
 /// An index of a collection.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Index {
     /// Fields, in order.

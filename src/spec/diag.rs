@@ -117,7 +117,9 @@ impl SourceMap {
 
     /// The display path of a file.
     pub fn path(&self, file: usize) -> &str {
-        self.files.get(file).map_or("<unknown>", |f| f.path.as_str())
+        self.files
+            .get(file)
+            .map_or("<unknown>", |f| f.path.as_str())
     }
 
     /// The text of a file.
@@ -144,13 +146,20 @@ impl SourceMap {
 /// Sorts diagnostics by file, line, column and code, and drops exact duplicates.
 pub fn sort(diags: &mut Vec<Diagnostic>) {
     diags.sort_by(|a, b| {
-        (a.primary.file, a.primary.line, a.primary.col, a.code, &a.message).cmp(&(
-            b.primary.file,
-            b.primary.line,
-            b.primary.col,
-            b.code,
-            &b.message,
-        ))
+        (
+            a.primary.file,
+            a.primary.line,
+            a.primary.col,
+            a.code,
+            &a.message,
+        )
+            .cmp(&(
+                b.primary.file,
+                b.primary.line,
+                b.primary.col,
+                b.code,
+                &b.message,
+            ))
     });
     diags.dedup();
 }
@@ -220,7 +229,10 @@ fn snippet(out: &mut String, l: &Label, sources: &SourceMap) {
 }
 
 /// Suggests the closest of `candidates` to `word`, if one is close enough.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let mut best: Option<(usize, &str)> = None;
     for c in candidates {
         let d = edit_distance(&word.to_lowercase(), &c.to_lowercase());
@@ -232,20 +244,32 @@ pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str
     best.map(|(_, c)| c)
 }
 
+/// Optimal string alignment distance: insertions, deletions, substitutions and swaps of
+/// two neighbouring characters each cost 1.
 fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for (i, ca) in a.iter().enumerate() {
-        cur[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        std::mem::swap(&mut prev, &mut cur);
+    let w = b.len() + 1;
+    let mut d = vec![0usize; (a.len() + 1) * w];
+    for i in 0..=a.len() {
+        d[i * w] = i;
     }
-    prev[b.len()]
+    for (j, cell) in d.iter_mut().enumerate().take(w) {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[(i - 1) * w + j] + 1)
+                .min(d[i * w + j - 1] + 1)
+                .min(d[(i - 1) * w + j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[(i - 2) * w + j - 2] + 1);
+            }
+            d[i * w + j] = v;
+        }
+    }
+    d[a.len() * w + b.len()]
 }
 
 #[cfg(test)]
@@ -255,16 +279,24 @@ mod tests {
     #[test]
     fn suggests_close_words_only() {
         assert_eq!(did_you_mean("prp", ["pro", "free"]), Some("pro"));
-        assert_eq!(did_you_mean("enterprize", ["enterprise", "pro"]), Some("enterprise"));
+        assert_eq!(
+            did_you_mean("enterprize", ["enterprise", "pro"]),
+            Some("enterprise")
+        );
         assert_eq!(did_you_mean("zzzzzz", ["pro", "free"]), None);
+        assert_eq!(did_you_mean("prot", ["port", "protocol"]), Some("port"));
     }
 
     #[test]
     fn renders_position_snippet_and_hint() {
         let mut sm = SourceMap::default();
         let f = sm.add("specs/t.yaml", "a: 1\nplan: premium\n");
-        let d = Diagnostic::error("unknown-plan", "unknown plan `premium`", Label::new(f, 2, 7, 7))
-            .hint("did you mean `pro`?");
+        let d = Diagnostic::error(
+            "unknown-plan",
+            "unknown plan `premium`",
+            Label::new(f, 2, 7, 7),
+        )
+        .hint("did you mean `pro`?");
         let text = render(&[d], &sm);
         assert!(text.contains("specs/t.yaml:2:7"), "{text}");
         assert!(text.contains("      ^^^^^^^"), "{text}");

@@ -5,4 +5,7 @@
 //! It is not the model: typed, validated data lives in [`crate::model`].
 
 pub mod diag;
+pub mod load;
+pub mod schema;
+pub mod semantic;
 pub mod yaml;

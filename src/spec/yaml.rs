@@ -499,12 +499,18 @@ fn resolve_int(text: &str) -> Option<Value> {
             return None;
         }
         // Too large for i64: keep the text, the schema will say it is not an integer.
-        return Some(text.parse::<i64>().map_or_else(|_| Value::Str(text.to_string()), Value::Int));
+        return Some(
+            text.parse::<i64>()
+                .map_or_else(|_| Value::Str(text.to_string()), Value::Int),
+        );
     };
     if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
         return None;
     }
-    Some(i64::from_str_radix(digits, radix).map_or_else(|_| Value::Str(text.to_string()), Value::Int))
+    Some(
+        i64::from_str_radix(digits, radix)
+            .map_or_else(|_| Value::Str(text.to_string()), Value::Int),
+    )
 }
 
 fn is_float(text: &str) -> bool {
@@ -549,7 +555,10 @@ mod tests {
         assert_eq!(n.get("c").map(|n| &n.value), Some(&Value::Bool(true)));
         assert_eq!(n.get("d").map(|n| &n.value), Some(&Value::Null));
         assert_eq!(n.get("e").map(|n| &n.value), Some(&Value::Str("1".into())));
-        assert_eq!(n.get("f").map(|n| &n.value), Some(&Value::Str("yes".into())));
+        assert_eq!(
+            n.get("f").map(|n| &n.value),
+            Some(&Value::Str("yes".into()))
+        );
         assert_eq!(n.get("g").map(|n| &n.value), Some(&Value::Int(16)));
     }
 
@@ -557,7 +566,14 @@ mod tests {
     fn positions_are_one_based() {
         let n = one("spec:\n  plan: pro\n");
         let p = n.at(&["spec", "plan"]).map(|n| n.pos);
-        assert_eq!(p, Some(Pos { line: 2, col: 9, len: 3 }));
+        assert_eq!(
+            p,
+            Some(Pos {
+                line: 2,
+                col: 9,
+                len: 3
+            })
+        );
     }
 
     #[test]

@@ -1,0 +1,23 @@
+//! Emitters: the model → the files under `generated/`, byte for byte deterministic.
+//!
+//! One module per target. Each adds files for one environment to a [`Files`] set, keyed
+//! by path relative to the output directory (`prod/kong/kong.yaml`). No emitter reads the
+//! clock, the environment or the disk, and no emitter writes a secret: secrets stay
+//! references (Key Vault names, environment variable names, Kong vault references).
+//! Writing the files is the CLI's job.
+
+use std::collections::BTreeMap;
+
+use crate::model::Model;
+
+/// Generated files: relative path → content.
+pub type Files = BTreeMap<String, String>;
+
+/// Builds every file for every environment.
+pub fn build(model: &Model) -> Files {
+    let files = Files::new();
+    for env in model.envs() {
+        let _ = env;
+    }
+    files
+}

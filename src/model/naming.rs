@@ -1,0 +1,161 @@
+//! Names derived from the specs: Azure resource names and the rules names must follow.
+//!
+//! One place decides how a tenant slug or a service name becomes an Azure resource name,
+//! so that the validator (which checks lengths) and the Bicep emitter agree. Pure functions.
+
+use super::types::{Platform, Tenant};
+
+/// Longest tenant slug.
+pub const MAX_SLUG: usize = 20;
+
+/// Slugs no tenant may take: they collide with platform names in Kong, Azure or SQL.
+pub const RESERVED_SLUGS: &[&str] = &[
+    "admin", "api", "default", "global", "health", "internal", "kombify", "kong", "platform",
+    "public", "root", "shared", "sso", "system", "www",
+];
+
+/// Why a slug is not valid, or `None` when it is.
+pub fn slug_problem(slug: &str) -> Option<String> {
+    if slug.len() < 2 || slug.len() > MAX_SLUG {
+        return Some(format!("must be 2 to {MAX_SLUG} characters long"));
+    }
+    if !slug
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Some("may only contain lowercase letters, digits and `-`".to_string());
+    }
+    if !slug.as_bytes()[0].is_ascii_lowercase() {
+        return Some("must start with a lowercase letter".to_string());
+    }
+    if slug.ends_with('-') {
+        return Some("must not end with `-`".to_string());
+    }
+    if slug.contains("--") {
+        return Some("must not contain `--`".to_string());
+    }
+    if RESERVED_SLUGS.contains(&slug) {
+        return Some("is reserved by the platform".to_string());
+    }
+    None
+}
+
+/// Why a name (plan, flag, service, route, environment) is not valid, or `None`.
+pub fn name_problem(name: &str, max: usize) -> Option<String> {
+    if name.is_empty() || name.len() > max {
+        return Some(format!("must be 1 to {max} characters long"));
+    }
+    if !name.as_bytes()[0].is_ascii_lowercase() {
+        return Some("must start with a lowercase letter".to_string());
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Some("may only contain lowercase letters, digits and `-`".to_string());
+    }
+    if name.ends_with('-') || name.contains("--") {
+        return Some("must not end with `-` or contain `--`".to_string());
+    }
+    None
+}
+
+/// Why a PocketBase identifier (collection template or field name) is not valid, or `None`.
+pub fn ident_problem(name: &str, max: usize) -> Option<String> {
+    if name.is_empty() || name.len() > max {
+        return Some(format!("must be 1 to {max} characters long"));
+    }
+    let body = name.strip_prefix('_').unwrap_or(name);
+    if !body.as_bytes().first().is_some_and(u8::is_ascii_alphabetic) {
+        return Some("must start with a letter (after an optional `_`)".to_string());
+    }
+    if !body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Some("may only contain letters, digits and `_`".to_string());
+    }
+    None
+}
+
+fn base(p: &Platform) -> String {
+    let prefix = p.azure.as_ref().map_or("kfy", |a| a.name_prefix.as_str());
+    format!("{prefix}-{}", p.name)
+}
+
+/// Container App of a platform service (or Kong): `kfy-prod-kong`. At most 32 characters.
+pub fn container_app(p: &Platform, service: &str) -> String {
+    format!("{}-{service}", base(p))
+}
+
+/// Container App of a dedicated tenant: `kfy-prod-t-acme`. At most 32 characters.
+pub fn tenant_app(p: &Platform, t: &Tenant) -> String {
+    format!("{}-t-{}", base(p), t.slug)
+}
+
+/// Longest Container App name Azure accepts.
+pub const MAX_CONTAINER_APP: usize = 32;
+
+/// The Container Apps environment.
+pub fn container_env(p: &Platform) -> String {
+    format!("{}-cae", base(p))
+}
+
+/// The Log Analytics workspace.
+pub fn log_analytics(p: &Platform) -> String {
+    format!("{}-logs", base(p))
+}
+
+/// The Key Vault (3 to 24 characters).
+pub fn key_vault(p: &Platform) -> String {
+    format!("{}-kv", base(p))
+}
+
+/// The storage account (3 to 24 lowercase letters and digits).
+pub fn storage_account(p: &Platform) -> String {
+    format!("{}st", base(p)).replace('-', "")
+}
+
+/// The PostgreSQL flexible server.
+pub fn postgres_server(p: &Platform) -> String {
+    format!("{}-pg", base(p))
+}
+
+/// The Azure Cache for Redis.
+pub fn redis(p: &Platform) -> String {
+    format!("{}-redis", base(p))
+}
+
+/// The Front Door profile.
+pub fn front_door(p: &Platform) -> String {
+    format!("{}-fd", base(p))
+}
+
+/// The managed identity Container Apps use to read Key Vault.
+pub fn identity(p: &Platform) -> String {
+    format!("{}-id", base(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs() {
+        assert_eq!(slug_problem("acme"), None);
+        assert_eq!(slug_problem("stark-lab"), None);
+        assert!(slug_problem("Acme").is_some());
+        assert!(slug_problem("a_b").is_some());
+        assert!(slug_problem("1abc").is_some());
+        assert!(slug_problem("abc-").is_some());
+        assert!(slug_problem("a--b").is_some());
+        assert!(slug_problem("admin").is_some());
+        assert!(slug_problem("x'; drop table tenants;--").is_some());
+        assert!(slug_problem(&"a".repeat(21)).is_some());
+    }
+
+    #[test]
+    fn idents() {
+        assert_eq!(ident_problem("_sso_mappings", 40), None);
+        assert_eq!(ident_problem("nodes", 40), None);
+        assert!(ident_problem("no-des", 40).is_some());
+        assert!(ident_problem("_", 40).is_some());
+    }
+}
