@@ -204,7 +204,7 @@ fn report(loaded: &Loaded) -> Option<&Model> {
 }
 
 /// Builds the files, after checking the graph of every environment for cycles.
-fn compile(model: &Model) -> Option<Files> {
+pub fn compile(model: &Model) -> Option<Files> {
     for env in model.envs() {
         if let Err(cycle) = graph::build(env).order() {
             eprintln!(
@@ -328,7 +328,7 @@ fn compare(dir: &Path, files: &Files) -> Result<Vec<String>> {
 }
 
 /// Writes changed files and removes stale ones. Returns (written, removed).
-fn write_out(dir: &Path, files: &Files) -> Result<(usize, usize)> {
+pub fn write_out(dir: &Path, files: &Files) -> Result<(usize, usize)> {
     let mut written = 0;
     for (rel, content) in files {
         let path = dir.join(rel);

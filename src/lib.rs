@@ -11,3 +11,4 @@ pub mod cli;
 pub mod emit;
 pub mod model;
 pub mod spec;
+pub mod testkit;
