@@ -12,6 +12,9 @@ use kombiform::testkit::synthetic_specs;
 
 const SIZES: &[usize] = &[1_000, 10_000];
 const RUNS: usize = 3;
+/// `cargo test --all-targets` runs this binary without `--bench`: then one small run only,
+/// as a smoke test that the benchmark still works.
+const SMOKE: &[usize] = &[100];
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -30,15 +33,17 @@ fn main() {
             std::process::exit(1);
         }
     };
-    println!("kombiform validate+build benchmark ({RUNS} runs per size, best time, peak memory of the run)");
+    let full = args.iter().any(|a| a == "--bench");
+    let (sizes, runs) = if full { (SIZES, RUNS) } else { (SMOKE, 1) };
+    println!("kombiform validate+build benchmark ({runs} runs per size, best time, peak memory of the run)");
     println!(
         "{:>8} {:>10} {:>10} {:>10} {:>12} {:>8}",
         "tenants", "parse+val", "build", "total", "peak RSS", "output"
     );
     let mut results = Vec::new();
-    for &n in SIZES {
+    for &n in sizes {
         let mut best: Option<Vec<f64>> = None;
-        for _ in 0..RUNS {
+        for _ in 0..runs {
             let out = Command::new(&exe)
                 .arg("--child")
                 .arg(n.to_string())

@@ -1054,7 +1054,7 @@ pub struct CollectionAccess {
     #[serde(default = "default_member")]
     pub update: AccessLevel,
     /// Delete.
-    #[serde(default = "default_owner")]
+    #[serde(default = "default_member")]
     pub delete: AccessLevel,
 }
 
@@ -1064,16 +1064,13 @@ impl Default for CollectionAccess {
             read: AccessLevel::Member,
             create: AccessLevel::Member,
             update: AccessLevel::Member,
-            delete: AccessLevel::Owner,
+            delete: AccessLevel::Member,
         }
     }
 }
 
 fn default_member() -> AccessLevel {
     AccessLevel::Member
-}
-fn default_owner() -> AccessLevel {
-    AccessLevel::Owner
 }
 
 /// An access level of a tenant collection rule.
