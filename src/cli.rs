@@ -64,6 +64,15 @@ enum Command {
         #[arg(long, default_value = "generated")]
         out: PathBuf,
     },
+    /// Upgrade spec files written for an older apiVersion, in place.
+    MigrateSpecs {
+        /// Directory of spec files.
+        #[arg(long, default_value = "specs")]
+        specs: PathBuf,
+        /// Write nothing; exit 2 if a file needs upgrading.
+        #[arg(long)]
+        check: bool,
+    },
     /// Print the JSON Schema of spec documents.
     Schema,
 }
@@ -188,8 +197,50 @@ fn run(cli: Cli) -> Result<u8> {
                 Ok(2)
             }
         }
+        Command::MigrateSpecs { specs, check } => migrate_specs(&specs, check),
         Command::Schema => {
             print!("{}", crate::spec::schema::schema_text());
+            Ok(0)
+        }
+    }
+}
+
+fn migrate_specs(dir: &Path, check: bool) -> Result<u8> {
+    let mut pending = 0;
+    let mut failed = false;
+    for input in read_specs(dir)? {
+        match crate::spec::migrate::upgrade(&input.text) {
+            Err(e) => {
+                eprintln!("error: {}: {e}", input.path);
+                failed = true;
+            }
+            Ok(up) if up.changes.is_empty() => {}
+            Ok(up) => {
+                pending += 1;
+                for c in &up.changes {
+                    println!("{}: {c}", input.path);
+                }
+                if !check {
+                    std::fs::write(&input.path, &up.text)
+                        .with_context(|| format!("writing {}", input.path))?;
+                }
+            }
+        }
+    }
+    if failed {
+        return Ok(1);
+    }
+    match (pending, check) {
+        (0, _) => {
+            println!("all spec files are at the current apiVersion");
+            Ok(0)
+        }
+        (n, true) => {
+            eprintln!("{n} file(s) need `kombiform migrate-specs`");
+            Ok(2)
+        }
+        (n, false) => {
+            println!("upgraded {n} file(s); review the diff and run `kombiform validate`");
             Ok(0)
         }
     }

@@ -6,6 +6,7 @@
 
 pub mod diag;
 pub mod load;
+pub mod migrate;
 pub mod schema;
 pub mod semantic;
 pub mod yaml;
