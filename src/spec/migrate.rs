@@ -105,7 +105,7 @@ fn apply(text: &str, mut edits: Vec<Edit>) -> String {
     if edits.is_empty() {
         return text.to_string();
     }
-    edits.sort_by(|a, b| (b.pos.line, b.pos.col).cmp(&(a.pos.line, a.pos.col)));
+    edits.sort_by_key(|e| std::cmp::Reverse((e.pos.line, e.pos.col)));
     let mut lines: Vec<String> = text.split('\n').map(str::to_string).collect();
     for e in edits {
         let Some(line) = usize::try_from(e.pos.line)
