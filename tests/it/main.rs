@@ -4,5 +4,6 @@
 //! `support` starts real servers for tests; it is not a test module itself.
 
 mod golden;
+mod robustness;
 mod servers;
 mod support;
