@@ -7,3 +7,4 @@ mod golden;
 mod robustness;
 mod servers;
 mod support;
+mod tidy;
