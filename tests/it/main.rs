@@ -4,4 +4,5 @@
 //! `support` starts real servers for tests; it is not a test module itself.
 
 mod servers;
+mod sql;
 mod support;
