@@ -6,5 +6,6 @@
 mod golden;
 mod robustness;
 mod servers;
+mod sql;
 mod support;
 mod tidy;
