@@ -395,6 +395,20 @@ fn find_plain_secrets(
                 path.pop();
             }
         }
+        Value::Str(s)
+            if s.chars()
+                .any(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r')) =>
+        {
+            skip.insert(join_pointer(path));
+            diags.push(
+                Diagnostic::error(
+                    "invalid-character",
+                    "this value contains a control character (such as NUL)",
+                    node.pos.label(file),
+                )
+                .hint("remove it: such characters break SQL, file names and logs downstream"),
+            );
+        }
         Value::Str(s) if looks_like_secret(s) => {
             skip.insert(join_pointer(path));
             let name = path.last().cloned().unwrap_or_default();

@@ -1115,6 +1115,7 @@ fn check_tenants(
         .map(|p| (p.item.name.as_str(), &p.item))
         .collect();
     let mut orgs: HashMap<&str, Label> = HashMap::new();
+    let mut customers: HashMap<&str, Label> = HashMap::new();
     let longest_base = platforms
         .iter()
         .filter(|p| p.item.azure.is_some())
@@ -1200,6 +1201,18 @@ fn check_tenants(
             );
         } else {
             orgs.insert(&t.zitadel_org_id, l.label(&["spec", "zitadelOrgId"]));
+        }
+        if let Some(c) = &t.stripe_customer_id {
+            let at = l.label(&["spec", "stripeCustomerId"]);
+            if let Some(first) = customers.get(c.as_str()) {
+                diags.push(
+                    Diagnostic::error("duplicate-stripe-customer", format!("Stripe customer `{c}` belongs to a second tenant (`{}`)", t.slug), at)
+                        .also(first.clone().with_message("first used here"))
+                        .hint("a subscription moves exactly one tenant between plans: give each tenant its own customer"),
+                );
+            } else {
+                customers.insert(c, at);
+            }
         }
         for (i, e) in t.environments.iter().enumerate() {
             if !env_names.contains(&e.as_str()) {
