@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Validates every Kong declarative config the project generates or keeps as golden output with
+# shared/tools/kong-validate: kong.yaml (Kong OSS, DB-less) with --strict-plugins --oss-dbless,
+# kong.enterprise.yaml with --strict-plugins. Checks all files, then fails if any was rejected.
+# SHARED (default: <repo>/../shared) locates the shared tools.
+set -euo pipefail
+root=$(git rev-parse --show-toplevel)
+cd "$root"
+SHARED=${SHARED:-$root/../shared}
+validator=$SHARED/tools/kong-validate
+
+say() { printf 'validate-kong: %s\n' "$*"; }
+
+# Every YAML file in a kong/ dir under generated/ or a golden case's expected output.
+roots=()
+[[ -d generated ]] && roots+=(generated)
+for expected in tests/golden/*/expected; do
+    [[ -d $expected ]] && roots+=("$expected")
+done
+files=()
+if ((${#roots[@]})); then
+    mapfile -t files < <(find "${roots[@]}" -path '*/kong/*' \( -name '*.yaml' -o -name '*.yml' \) -type f | LC_ALL=C sort)
+fi
+
+if ((${#files[@]} == 0)); then
+    if [[ -d generated ]]; then
+        say "ERROR: generated/ exists but holds no kong/*.yaml file; run \`kombiform build\`"
+        exit 1
+    fi
+    say "note: no generated/ dir yet and no golden Kong files: nothing to validate"
+    exit 0
+fi
+
+if [[ ! -x $validator ]]; then
+    say "ERROR: $validator not found or not executable (set SHARED to the shared/ dir)"
+    exit 1
+fi
+
+failed=()
+count=0
+for file in "${files[@]}"; do
+    case $(basename "$file") in
+        kong.yaml) flags=(--strict-plugins --oss-dbless) ;;
+        kong.enterprise.yaml) flags=(--strict-plugins) ;;
+        *)
+            say "ERROR: $file: unknown Kong file name; name it kong.yaml (OSS) or" \
+                "kong.enterprise.yaml, or teach scripts/validate-kong.sh which checks it needs"
+            failed+=("$file")
+            continue
+            ;;
+    esac
+    count=$((count + 1))
+    say "$file ${flags[*]}"
+    if ! "$validator" "$file" "${flags[@]}"; then
+        failed+=("$file")
+    fi
+done
+
+if ((${#failed[@]})); then
+    say "ERROR: ${#failed[@]} Kong file(s) rejected:"
+    printf '  %s\n' "${failed[@]}"
+    exit 1
+fi
+say "all $count Kong file(s) accepted"

@@ -1,0 +1,7 @@
+//! The single integration test binary: every integration test is a module under `tests/it/`, so
+//! the crate and its dependencies are linked once (the ripgrep/cargo layout).
+//!
+//! `support` starts real servers for tests; it is not a test module itself.
+
+mod servers;
+mod support;
