@@ -10,14 +10,16 @@ use std::collections::BTreeMap;
 
 use crate::model::Model;
 
+pub mod pocketbase;
+
 /// Generated files: relative path → content.
 pub type Files = BTreeMap<String, String>;
 
 /// Builds every file for every environment.
 pub fn build(model: &Model) -> Files {
-    let files = Files::new();
+    let mut files = Files::new();
     for env in model.envs() {
-        let _ = env;
+        pocketbase::emit(env, &mut files);
     }
     files
 }
