@@ -547,3 +547,359 @@ fn crc32(bytes: &[u8]) -> u32 {
     }
     !c
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::model::Model;
+
+    fn example_model() -> Model {
+        let inputs = crate::cli::read_specs(Path::new("specs")).expect("example specs readable");
+        let loaded = crate::spec::load::load(inputs);
+        loaded.model.expect("example specs are valid")
+    }
+
+    fn emit_env(model: &Model, env: &str) -> Files {
+        let mut files = Files::new();
+        emit(model.env(env).expect("environment exists"), &mut files);
+        files
+    }
+
+    fn snapshot_of(files: &Files, env: &str) -> Value {
+        let text = &files[&format!("{env}/pocketbase/collections.json")];
+        serde_json::from_str(text).expect("collections.json is JSON")
+    }
+
+    fn migration_of<'a>(files: &'a Files, env: &str) -> (&'a str, &'a str) {
+        let prefix = format!("{env}/pocketbase/migrations/");
+        let (path, text) = files
+            .iter()
+            .find(|(p, _)| p.starts_with(&prefix))
+            .expect("a migration");
+        (&path[prefix.len()..], text)
+    }
+
+    fn collections(snapshot: &Value) -> &Vec<Value> {
+        snapshot["collections"]
+            .as_array()
+            .expect("collections array")
+    }
+
+    fn by_name<'a>(snapshot: &'a Value, name: &str) -> &'a Value {
+        collections(snapshot)
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no collection {name}"))
+    }
+
+    /// The example model with `n` more tenants `t00001`.. cloned from `acme`.
+    fn model_with_tenants(n: usize) -> Model {
+        let mut model = example_model();
+        let acme = model
+            .tenants
+            .iter()
+            .find(|t| t.slug == "acme")
+            .expect("acme")
+            .clone();
+        for i in 1..=n {
+            let mut t = acme.clone();
+            t.slug = format!("t{i:05}");
+            t.zitadel_org_id = format!("{}", 900_000_000_000_000_000u64 + i as u64);
+            model.tenants.push(t);
+        }
+        model.tenants.sort_by(|a, b| a.slug.cmp(&b.slug));
+        model
+    }
+
+    #[test]
+    fn field_ids_are_pocketbases_own() {
+        // Ids PocketBase 0.40.6 gave these fields (shared/ref/pocketbase.md and a live GET).
+        assert_eq!(field_id("text", "id"), "text3208210256");
+        assert_eq!(field_id("text", "tenant"), "text1314505826");
+        assert_eq!(field_id("password", "password"), "password901924565");
+        assert_eq!(field_id("text", "tokenKey"), "text2504183744");
+        assert_eq!(field_id("email", "email"), "email3885137012");
+        assert_eq!(field_id("autodate", "created"), "autodate2990389176");
+        assert_eq!(field_id("autodate", "updated"), "autodate3332085495");
+    }
+
+    #[test]
+    fn snapshot_has_globals_and_every_tenant_collection() {
+        let model = example_model();
+        let files = emit_env(&model, "local");
+        let snap = snapshot_of(&files, "local");
+        assert_eq!(snap["deleteMissing"], false);
+        let tenants = model.env("local").expect("local").tenants().count();
+        let names: Vec<&str> = collections(&snap)
+            .iter()
+            .map(|c| c["name"].as_str().expect("name"))
+            .collect();
+        assert_eq!(names.len(), 1 + 4 * tenants);
+        assert_eq!(names[0], "_sso_mappings");
+        // Creation order inside a tenant: users before stacks before nodes/simulations.
+        assert_eq!(
+            &names[1..5],
+            [
+                "t_acme_users",
+                "t_acme_stacks",
+                "t_acme_nodes",
+                "t_acme_simulations"
+            ]
+        );
+        assert!(names.contains(&"t_stark_lab_nodes"), "{names:?}");
+        // devtest only exists in local.
+        assert!(names.contains(&"t_devtest_users"));
+        let prod = snapshot_of(&emit_env(&model, "prod"), "prod");
+        assert!(!collections(&prod)
+            .iter()
+            .any(|c| c["name"] == "t_devtest_users"));
+    }
+
+    #[test]
+    fn ids_are_unique_and_relations_stay_in_the_tenant() {
+        let snap = snapshot_of(&emit_env(&example_model(), "local"), "local");
+        let mut ids: Vec<&str> = collections(&snap)
+            .iter()
+            .map(|c| c["id"].as_str().expect("id"))
+            .collect();
+        ids.sort_unstable();
+        let n = ids.len();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "collection ids collide");
+        for c in collections(&snap) {
+            let name = c["name"].as_str().expect("name");
+            assert_eq!(c["id"], format!("pbc_{name}"));
+            let mut field_ids: Vec<&str> = Vec::new();
+            for f in c["fields"].as_array().expect("fields") {
+                field_ids.push(f["id"].as_str().expect("field id"));
+                if f["type"] == "relation" {
+                    let target = f["collectionId"].as_str().expect("collectionId");
+                    assert!(
+                        ids.contains(&target),
+                        "{name}: {target} is not a collection"
+                    );
+                    let tenant_prefix = name.rsplit_once('_').map(|(p, _)| p);
+                    let stays =
+                        tenant_prefix.is_some_and(|p| target.starts_with(&format!("pbc_{p}_")));
+                    assert!(stays, "{name} points outside its tenant: {target}");
+                }
+            }
+            let before = field_ids.len();
+            field_ids.sort_unstable();
+            field_ids.dedup();
+            assert_eq!(field_ids.len(), before, "{name}: field ids collide");
+        }
+    }
+
+    #[test]
+    fn rules_require_a_user_of_the_same_tenant() {
+        let snap = snapshot_of(&emit_env(&example_model(), "local"), "local");
+        let member = "@request.auth.id != '' && @request.auth.collectionName = 't_stark_lab_users'";
+        let nodes = by_name(&snap, "t_stark_lab_nodes");
+        assert_eq!(nodes["listRule"], member);
+        assert_eq!(nodes["createRule"], member);
+        assert_eq!(
+            nodes["deleteRule"],
+            format!("{member} && owner = @request.auth.id")
+        );
+        let users = by_name(&snap, "t_stark_lab_users");
+        assert_eq!(users["createRule"], Value::Null);
+        assert_eq!(
+            users["updateRule"],
+            format!("{member} && id = @request.auth.id")
+        );
+        assert_eq!(users["passwordAuth"]["enabled"], true);
+        assert_eq!(users["oauth2"]["enabled"], false);
+        assert_eq!(users["authToken"]["duration"], 900);
+        let sims = by_name(&snap, "t_stark_lab_simulations");
+        assert_eq!(sims["updateRule"], Value::Null);
+        let global = by_name(&snap, "_sso_mappings");
+        for rule in [
+            "listRule",
+            "viewRule",
+            "createRule",
+            "updateRule",
+            "deleteRule",
+        ] {
+            assert_eq!(global[rule], Value::Null, "{rule}");
+        }
+    }
+
+    #[test]
+    fn fields_map_to_pocketbase_options() {
+        let snap = snapshot_of(&emit_env(&example_model(), "local"), "local");
+        let field = |c: &str, f: &str| -> Value {
+            by_name(&snap, c)["fields"]
+                .as_array()
+                .expect("fields")
+                .iter()
+                .find(|x| x["name"] == f)
+                .cloned()
+                .unwrap_or_else(|| panic!("no field {c}.{f}"))
+        };
+        let id = field("t_acme_nodes", "id");
+        assert_eq!(id["primaryKey"], true);
+        let host = field("t_acme_nodes", "hostname");
+        assert_eq!(host["max"], 253);
+        assert_eq!(host["pattern"], "^[a-z0-9.-]+$");
+        assert_eq!(host["required"], true);
+        let cpu = field("t_acme_nodes", "cpuCores");
+        assert_eq!(
+            (cpu["min"].clone(), cpu["max"].clone()),
+            (1.into(), 512.into())
+        );
+        assert_eq!(field("t_acme_nodes", "memoryMb")["max"], Value::Null);
+        let stack = field("t_acme_nodes", "stack");
+        assert_eq!(stack["collectionId"], "pbc_t_acme_stacks");
+        assert_eq!(stack["cascadeDelete"], true);
+        assert_eq!(stack["maxSelect"], 1);
+        let role = field("t_acme_users", "role");
+        assert_eq!(
+            role["values"],
+            serde_json::json!(["owner", "admin", "member"])
+        );
+        let created = field("t_acme_stacks", "created");
+        assert_eq!(
+            (created["onCreate"].clone(), created["onUpdate"].clone()),
+            (true.into(), false.into())
+        );
+    }
+
+    #[test]
+    fn updated_autodate_and_renames_and_optional_unique_indexes() {
+        let mut model = example_model();
+        let stacks = model
+            .collections
+            .iter_mut()
+            .find(|c| c.name == "stacks")
+            .expect("stacks");
+        let mut updated = stacks.fields[5].clone();
+        updated.name = "updated".into();
+        stacks.fields.push(updated);
+        stacks.fields[1].name = "kit".into();
+        stacks.fields[1].renamed_from = vec!["stackkit".into()];
+        stacks.fields[1].required = false;
+        stacks.indexes.push(Index {
+            fields: vec!["kit".into(), "status".into()],
+            unique: true,
+        });
+        let snap = snapshot_of(&emit_env(&model, "local"), "local");
+        let c = by_name(&snap, "t_acme_stacks");
+        let fields = c["fields"].as_array().expect("fields");
+        let f = |n: &str| fields.iter().find(|f| f["name"] == n).expect("field");
+        assert_eq!(f("updated")["onUpdate"], true);
+        assert_eq!(f("kit")["id"], field_id("text", "stackkit"));
+        let last = c["indexes"].as_array().expect("indexes").last().cloned();
+        let last = last
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .expect("an index");
+        assert!(
+            last.starts_with("CREATE UNIQUE INDEX `idx_t_acme_stacks_")
+                && last.ends_with(" ON `t_acme_stacks` (`kit`, `status`) WHERE `kit` != ''"),
+            "{last}"
+        );
+    }
+
+    #[test]
+    fn index_names_are_unique_across_the_database() {
+        let snap = snapshot_of(&emit_env(&example_model(), "local"), "local");
+        let mut names: Vec<String> = Vec::new();
+        for c in collections(&snap) {
+            for ix in c["indexes"].as_array().expect("indexes") {
+                let sql = ix.as_str().expect("sql");
+                let name = sql.split('`').nth(1).expect("quoted name");
+                names.push(name.to_ascii_lowercase());
+            }
+        }
+        let n = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), n);
+        assert!(n > 20);
+    }
+
+    /// Does what the migration's JavaScript does, on the migration's own text, and
+    /// compares the result with collections.json.
+    #[test]
+    fn migration_expands_to_the_snapshot() {
+        let model = example_model();
+        let files = emit_env(&model, "local");
+        let snap = snapshot_of(&files, "local");
+        let (name, js) = migration_of(&files, "local");
+        assert!(name.starts_with("1700000000_kombiform_") && name.ends_with(".js"));
+        assert!(js.contains("app.importCollections(collections, false);"));
+        let array = |start: &str| -> Value {
+            let from = js.find(start).expect("section") + start.len();
+            let len = js[from..].find(";\n").expect("section end");
+            serde_json::from_str(&js[from..from + len]).expect("section is JSON")
+        };
+        let globals = array("const globals = ");
+        let templates = array("const templates = ");
+        let tenants = array("const tenants = ");
+        let mut expanded: Vec<Value> = globals.as_array().expect("globals").clone();
+        for ident in tenants.as_array().expect("tenants") {
+            let ident = ident.as_str().expect("ident");
+            for t in templates.as_array().expect("templates") {
+                let text = serde_json::to_string(t).expect("json");
+                let filled = text.split("{tenant}").collect::<Vec<_>>().join(ident);
+                expanded.push(serde_json::from_str(&filled).expect("filled json"));
+            }
+        }
+        assert_eq!(&expanded, collections(&snap));
+    }
+
+    #[test]
+    fn placeholder_avoids_text_in_templates() {
+        let mut model = example_model();
+        let nodes = model
+            .collections
+            .iter_mut()
+            .find(|c| c.name == "nodes")
+            .expect("nodes");
+        nodes.fields[0].pattern = Some("^{tenant}$".into());
+        let files = emit_env(&model, "local");
+        let (_, js) = migration_of(&files, "local");
+        assert!(
+            js.contains(".split(\"{{tenant}}\")"),
+            "placeholder not escalated"
+        );
+        assert!(js.contains("\"pattern\":\"^{tenant}$\""));
+    }
+
+    #[test]
+    fn output_is_deterministic_and_the_migration_is_named_by_content() {
+        let model = example_model();
+        let a = emit_env(&model, "local");
+        assert_eq!(a, emit_env(&model, "local"));
+        let more = model_with_tenants(1);
+        let b = emit_env(&more, "local");
+        assert_ne!(migration_of(&a, "local").0, migration_of(&b, "local").0);
+    }
+
+    #[test]
+    fn size_grows_linearly_with_tenants() {
+        let size = |n: usize| -> (usize, usize) {
+            let files = emit_env(&model_with_tenants(n), "prod");
+            let snap = files["prod/pocketbase/collections.json"].len();
+            (snap, migration_of(&files, "prod").1.len())
+        };
+        let (s1, m1) = size(200);
+        let (s2, m2) = size(400);
+        let per_tenant = (s2 - s1) / 200;
+        assert!(
+            (s1 - 200 * per_tenant) < s1 / 4,
+            "snapshot not linear: {s1} {s2}"
+        );
+        assert!(per_tenant < 8_000, "{per_tenant} bytes per tenant");
+        // The migration carries one line per tenant, not its collections.
+        assert!(
+            (m2 - m1) / 200 < 32,
+            "migration grows {} per tenant",
+            (m2 - m1) / 200
+        );
+    }
+}
