@@ -3,5 +3,6 @@
 //!
 //! `support` starts real servers for tests; it is not a test module itself.
 
+mod pocketbase;
 mod servers;
 mod support;
