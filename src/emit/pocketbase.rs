@@ -10,6 +10,9 @@
 //!   for a field without an id, so a field created elsewhere by name is the same field.
 //!   A renamed field keeps the id of its first name (`renamedFrom[0]`), so data is kept.
 //! - Relation `collectionId` must be an id, which is why ids are computable from names.
+//! - Import merges a collection's top-level keys (a key left out keeps its live value), so
+//!   every rule is written, `null` included; but it replaces each listed field as a whole (an
+//!   option left out is reset to its default), so field options at their default are left out.
 //! - Auth system fields (`password`, `tokenKey`, `email`, ...) are appended by PocketBase and
 //!   are left out; the `id` field is written first so the field order stays put on re-import.
 //!
@@ -204,7 +207,7 @@ fn collection(t: &CollectionTemplate, token_ttl: u32) -> Stencil {
     s.string(&id_segs(&t.name, t.scope));
     s.raw(",\"name\":");
     s.string(&name);
-    let _ = write!(s.cur, ",\"type\":\"{kind}\",\"system\":false,");
+    let _ = write!(s.cur, ",\"type\":\"{kind}\",");
     let rules = [
         ("listRule", t.access.read),
         ("viewRule", t.access.read),
@@ -259,7 +262,7 @@ fn collection(t: &CollectionTemplate, token_ttl: u32) -> Stencil {
 const ID_FIELD: &str =
     "{\"id\":\"text3208210256\",\"name\":\"id\",\"type\":\"text\",\"system\":true,\
 \"primaryKey\":true,\"required\":true,\"min\":15,\"max\":15,\"pattern\":\"^[a-z0-9]+$\",\
-\"autogeneratePattern\":\"[a-z0-9]{15}\",\"hidden\":false,\"presentable\":false}";
+\"autogeneratePattern\":\"[a-z0-9]{15}\"}";
 
 /// An API rule. Tenant rules require a signed-in user of the same tenant's `users`
 /// collection; `Owner` also requires the record's owner (or, for users, the user itself);
@@ -284,34 +287,35 @@ fn rule(t: &CollectionTemplate, level: AccessLevel) -> Option<Vec<Seg<'static>>>
     Some(segs)
 }
 
-/// One field object. Every option the model controls is written, defaults included, so a
-/// removed option is reset on the next import instead of surviving the merge.
+/// One field object. Import replaces a field as a whole (verified: an option left out is
+/// reset to its default), so options at their default value are left out.
 fn field(s: &mut Stencil, f: &Field, scope: Scope) {
     let ty = f.kind.as_str();
     let id_name = f.renamed_from.first().unwrap_or(&f.name);
     let _ = write!(s.cur, "{{\"id\":\"{}\",\"name\":", field_id(ty, id_name));
     s.string(&[Seg::Text(&f.name)]);
     let _ = write!(s.cur, ",\"type\":\"{ty}\"");
-    if f.kind != FieldKind::Autodate {
-        let _ = write!(s.cur, ",\"required\":{}", f.required);
+    if f.required && f.kind != FieldKind::Autodate {
+        s.raw(",\"required\":true");
     }
     match f.kind {
         FieldKind::Text => {
-            let _ = write!(
-                s.cur,
-                ",\"min\":{},\"max\":{},\"pattern\":",
-                length(f.min),
-                length(f.max)
-            );
-            s.string(&[Seg::Text(f.pattern.as_deref().unwrap_or(""))]);
+            for (key, v) in [("min", length(f.min)), ("max", length(f.max))] {
+                if v > 0 {
+                    let _ = write!(s.cur, ",\"{key}\":{v}");
+                }
+            }
+            if let Some(p) = f.pattern.as_deref().filter(|p| !p.is_empty()) {
+                s.raw(",\"pattern\":");
+                s.string(&[Seg::Text(p)]);
+            }
         }
         FieldKind::Number => {
-            let _ = write!(
-                s.cur,
-                ",\"min\":{},\"max\":{},\"onlyInt\":false",
-                number(f.min),
-                number(f.max)
-            );
+            for (key, v) in [("min", f.min), ("max", f.max)] {
+                if let Some(v) = number(v) {
+                    let _ = write!(s.cur, ",\"{key}\":{v}");
+                }
+            }
         }
         FieldKind::Select => {
             s.raw(",\"values\":[");
@@ -327,12 +331,10 @@ fn field(s: &mut Stencil, f: &Field, scope: Scope) {
             s.raw(",\"collectionId\":");
             let target = f.target.as_deref().unwrap_or_default();
             s.string(&id_segs(target, scope));
-            let _ = write!(
-                s.cur,
-                ",\"cascadeDelete\":{},\"minSelect\":0,\"maxSelect\":{}",
-                f.cascade_delete,
-                f.max_select.unwrap_or(1)
-            );
+            if f.cascade_delete {
+                s.raw(",\"cascadeDelete\":true");
+            }
+            let _ = write!(s.cur, ",\"maxSelect\":{}", f.max_select.unwrap_or(1));
         }
         FieldKind::Autodate => {
             let _ = write!(
@@ -358,14 +360,15 @@ fn length(v: Option<f64>) -> u64 {
     v.map_or(0, |v| v.round() as u64)
 }
 
-/// A number option: an integer when it is one, `null` when unset (or not finite).
-fn number(v: Option<f64>) -> String {
+/// A number option: an integer when it is one; `None` when unset or not finite (PocketBase's
+/// default, `null`, means no limit).
+fn number(v: Option<f64>) -> Option<String> {
     match v {
         Some(v) if v.is_finite() && v.fract() == 0.0 && v.abs() < 9.0e15 => {
-            format!("{}", v as i64)
+            Some(format!("{}", v as i64))
         }
-        Some(v) if v.is_finite() => format!("{v}"),
-        _ => "null".to_string(),
+        Some(v) if v.is_finite() => Some(format!("{v}")),
+        _ => None,
     }
 }
 
