@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use crate::model::Model;
 
+pub mod pocketbase;
 pub mod services;
 pub mod sql;
 
@@ -22,6 +23,7 @@ pub fn build(model: &Model) -> Files {
     for env in model.envs() {
         sql::emit(env, &mut files);
         services::emit(env, &mut files);
+        pocketbase::emit(env, &mut files);
     }
     files
 }

@@ -4,6 +4,7 @@
 //! `support` starts real servers for tests; it is not a test module itself.
 
 mod golden;
+mod pocketbase;
 mod robustness;
 mod servers;
 mod sql;

