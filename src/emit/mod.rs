@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use crate::model::Model;
 
+pub mod kong;
 pub mod pocketbase;
 pub mod services;
 pub mod sql;
@@ -24,6 +25,7 @@ pub fn build(model: &Model) -> Files {
         sql::emit(env, &mut files);
         services::emit(env, &mut files);
         pocketbase::emit(env, &mut files);
+        kong::emit(env, &mut files);
     }
     files
 }
