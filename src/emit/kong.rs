@@ -544,3 +544,304 @@ fn terminate(status: u16, message: &str) -> Value {
         "config": {"status_code": status, "message": message},
     })
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::model::Model;
+
+    /// The example specs of the repository, loaded.
+    pub(crate) fn example() -> Model {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("specs");
+        let inputs = crate::cli::read_specs(&dir).expect("reading specs/");
+        let loaded = crate::spec::load::load(inputs);
+        loaded.model.expect("the example specs are valid")
+    }
+
+    /// The example specs with every environment switched to Kong Enterprise.
+    pub(crate) fn enterprise() -> Model {
+        let mut m = example();
+        for p in &mut m.platforms {
+            p.kong.edition = KongEdition::Enterprise;
+            p.kong.session_secret = Some(SecretRef::KeyVault("kong-session-secret".into()));
+        }
+        m
+    }
+
+    fn env<'m>(m: &'m Model, name: &str) -> Env<'m> {
+        m.env(name).expect("environment exists")
+    }
+
+    fn consumer<'d>(doc: &'d Value, username: &str) -> &'d Value {
+        doc["consumers"]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["username"] == username))
+            .unwrap_or(&Value::Null)
+    }
+
+    fn route<'d>(doc: &'d Value, name: &str) -> &'d Value {
+        doc["services"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["routes"].as_array().into_iter().flatten())
+            .find(|r| r["name"] == name)
+            .unwrap_or(&Value::Null)
+    }
+
+    #[test]
+    fn render_writes_the_document_and_is_stable() {
+        for m in [example(), enterprise()] {
+            for e in m.envs() {
+                let text = render(e);
+                assert_eq!(text, format!("{HEADER}{}", yaml::to_string(&document(e))));
+                assert_eq!(text, render(e), "two renders differ");
+            }
+        }
+    }
+
+    #[test]
+    fn every_example_passes_our_checks() {
+        for m in [example(), enterprise()] {
+            for e in m.envs() {
+                let problems = check(&document(e), e.platform.kong.edition);
+                assert!(problems.is_empty(), "{}: {problems:#?}", e.name());
+            }
+        }
+    }
+
+    #[test]
+    fn one_file_per_environment_named_by_edition() {
+        let files = crate::emit::build(&example());
+        assert!(files.contains_key("prod/kong/kong.yaml"));
+        assert!(files.contains_key("local/kong/kong.yaml"));
+        let files = crate::emit::build(&enterprise());
+        assert!(files.contains_key("prod/kong/kong.enterprise.yaml"));
+        assert!(!files.contains_key("prod/kong/kong.yaml"));
+    }
+
+    #[test]
+    fn tenants_become_consumers_with_plan_limits() {
+        let m = example();
+        let doc = document(env(&m, "prod"));
+        let acme = consumer(&doc, "acme");
+        assert_eq!(acme["custom_id"], "284715550000000001");
+        assert_eq!(acme["acls"], json!([{"group": "plan-pro"}]));
+        assert_eq!(acme["jwt_secrets"][0]["key"], "284715550000000001");
+        assert_eq!(acme["jwt_secrets"][0]["algorithm"], "RS256");
+        let rl = &acme["plugins"][0];
+        assert_eq!(rl["name"], "rate-limiting");
+        assert_eq!(rl["config"]["second"], 20);
+        assert_eq!(rl["config"]["day"], 200000);
+        assert_eq!(rl["config"]["policy"], "redis");
+        assert_eq!(rl["config"]["limit_by"], "consumer");
+        assert_eq!(rl["config"]["hide_client_headers"], false);
+        assert_eq!(rl["config"]["redis"]["port"], 6380);
+        assert_eq!(
+            rl["config"]["redis"]["password"],
+            "{vault://env/redis-access-key}"
+        );
+        // The free plan sets no per-second limit.
+        assert!(consumer(&doc, "initech")["plugins"][0]["config"]
+            .get("second")
+            .is_none());
+        // `devtest` only exists locally.
+        assert!(consumer(&doc, "devtest").is_null());
+        let local = document(env(&m, "local"));
+        assert!(!consumer(&local, "devtest").is_null());
+        assert!(consumer(&local, "devtest")["plugins"][0]["config"]["redis"]
+            .get("password")
+            .is_none());
+    }
+
+    #[test]
+    fn suspended_tenants_are_refused() {
+        let m = example();
+        let doc = document(env(&m, "prod"));
+        let hooli = consumer(&doc, "hooli");
+        assert_eq!(hooli["plugins"].as_array().map(Vec::len), Some(1));
+        assert_eq!(hooli["plugins"][0]["name"], "request-termination");
+        assert_eq!(hooli["plugins"][0]["config"]["status_code"], 403);
+    }
+
+    #[test]
+    fn route_access() {
+        let m = example();
+        let doc = document(env(&m, "prod"));
+        let kits = route(&doc, "stackkits-api");
+        assert_eq!(kits["plugins"][0]["name"], "jwt");
+        assert_eq!(kits["plugins"][0]["config"]["key_claim_name"], ORG_CLAIM);
+        assert_eq!(
+            kits["plugins"][0]["config"]["claims_to_verify"],
+            json!(["exp"])
+        );
+        assert_eq!(
+            kits["plugins"][1]["config"]["allow"],
+            json!(["plan-enterprise", "plan-pro"])
+        );
+        assert_eq!(kits["methods"], json!(["GET", "OPTIONS"]));
+        let api = route(&doc, "kombistack-api");
+        assert_eq!(
+            api["plugins"][1]["config"]["allow"],
+            json!(["plan-enterprise", "plan-free", "plan-pro"])
+        );
+        let sso = route(&doc, "sso-exchange");
+        assert_eq!(sso["plugins"][0]["name"], "ip-restriction");
+        assert_eq!(
+            sso["plugins"][0]["config"]["allow"],
+            json!(["10.20.0.0/16"])
+        );
+        assert_eq!(
+            sso["methods"],
+            json!(["POST"]),
+            "internal routes get no OPTIONS"
+        );
+        assert!(route(&doc, "health").get("plugins").is_none());
+        let deny = &doc["routes"][0];
+        assert_eq!(deny["name"], INTERNAL_DENY_ROUTE);
+        assert_eq!(deny["paths"], json!([INTERNAL_PREFIX]));
+        assert_eq!(deny["plugins"][0]["config"]["status_code"], 404);
+    }
+
+    #[test]
+    fn upstream_mtls_only_on_https_services() {
+        let m = example();
+        let doc = document(env(&m, "prod"));
+        let services = doc["services"].as_array().cloned().unwrap_or_default();
+        assert!(!services.is_empty());
+        for s in &services {
+            if s["protocol"] == "https" {
+                assert_eq!(
+                    s["client_certificate"],
+                    "6a1f0c52-3e1b-4c1e-9a55-2f0d8e7b9c11"
+                );
+                assert_eq!(s["tls_verify"], true);
+                assert_eq!(s["tls_verify_depth"], 2);
+                assert_eq!(
+                    s["ca_certificates"],
+                    json!(["0b7d3c9e-8f21-4d6a-a1c4-5e9f2b3d7a80"])
+                );
+            } else {
+                for f in [
+                    "client_certificate",
+                    "tls_verify",
+                    "tls_verify_depth",
+                    "ca_certificates",
+                ] {
+                    assert!(s.get(f).is_none(), "{} has {f}", s["name"]);
+                }
+            }
+        }
+        assert_eq!(
+            doc["certificates"][0]["key"],
+            "{vault://env/kong-upstream-client-key}"
+        );
+        let local = document(env(&m, "local"));
+        assert!(local.get("certificates").is_none());
+    }
+
+    #[test]
+    fn global_plugins() {
+        let m = example();
+        let doc = document(env(&m, "prod"));
+        let cors = &doc["plugins"][0];
+        assert_eq!(cors["name"], "cors");
+        assert_eq!(
+            cors["config"]["origins"],
+            json!(["https://app.kombify.io", "https://admin.kombify.io"])
+        );
+        assert_eq!(cors["config"]["credentials"], true);
+        let cid = &doc["plugins"][1];
+        assert_eq!(cid["name"], "correlation-id");
+        assert_eq!(cid["config"]["header_name"], "X-Request-ID");
+        assert_eq!(cid["config"]["generator"], "uuid#counter");
+        assert_eq!(cid["config"]["echo_downstream"], true);
+    }
+
+    #[test]
+    fn enterprise_uses_oidc_and_consumer_groups() {
+        let m = enterprise();
+        let doc = document(env(&m, "prod"));
+        let api = route(&doc, "kombistack-api");
+        let oidc = &api["plugins"][0];
+        assert_eq!(oidc["name"], "openid-connect");
+        assert_eq!(
+            oidc["config"]["issuer"],
+            "https://auth.kombify.io/.well-known/openid-configuration"
+        );
+        assert_eq!(
+            oidc["config"]["audience_required"],
+            json!(["284713399019651074", "284713422512963586"])
+        );
+        assert_eq!(oidc["config"]["consumer_claim"], json!([ORG_CLAIM]));
+        assert_eq!(oidc["config"]["consumer_by"], json!(["custom_id"]));
+        assert_eq!(oidc["config"]["session_storage"], "redis");
+        assert_eq!(
+            oidc["config"]["session_secret"],
+            "{vault://env/kong-session-secret}"
+        );
+        assert_eq!(api["plugins"][1]["config"]["include_consumer_groups"], true);
+        let groups = doc["consumer_groups"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let names: Vec<&str> = groups.iter().filter_map(|g| g["name"].as_str()).collect();
+        assert_eq!(names, ["plan-enterprise", "plan-free", "plan-pro"]);
+        let pro = &groups[2]["plugins"][0];
+        assert_eq!(pro["name"], "rate-limiting");
+        assert_eq!(pro["config"]["minute"], 600);
+        assert_eq!(pro["config"]["limit_by"], "consumer");
+        let acme = consumer(&doc, "acme");
+        assert_eq!(acme["groups"], json!([{"name": "plan-pro"}]));
+        assert!(acme.get("jwt_secrets").is_none() && acme.get("acls").is_none());
+        assert!(!render(env(&m, "prod")).contains("jwt_secrets"));
+    }
+
+    #[test]
+    fn no_internal_catch_all_when_a_route_owns_the_prefix() {
+        let mut m = example();
+        let p = &mut m.platforms[0];
+        if let Some(s) = p.services.iter_mut().find(|s| s.name == "sso") {
+            if let Some(r) = s
+                .routes
+                .iter_mut()
+                .find(|r| r.name == "feature-flags-internal")
+            {
+                r.paths = vec![INTERNAL_PREFIX.to_string()];
+            }
+        }
+        let doc = document(env(&m, &m.platforms[0].name));
+        assert!(doc.get("routes").is_none());
+        assert!(check(&doc, KongEdition::Oss).is_empty());
+    }
+
+    #[test]
+    fn secrets_and_keys() {
+        assert_eq!(
+            vault_ref(&SecretRef::KeyVault("redis-access-key".into())),
+            "{vault://env/redis-access-key}"
+        );
+        assert_eq!(
+            vault_ref(&SecretRef::Env("SSO_INTERNAL_TOKEN".into())),
+            "{vault://env/sso-internal-token}"
+        );
+        assert_eq!(
+            vault_env_var(&SecretRef::KeyVault("redis-access-key".into())),
+            "REDIS_ACCESS_KEY"
+        );
+        let key = |kid: &str| SigningKey {
+            kid: kid.into(),
+            public_key_pem: String::new(),
+        };
+        let keys = [key("99"), key("100"), key("98")];
+        assert_eq!(signing_key(&keys).map(|k| k.kid.as_str()), Some("100"));
+        assert!(signing_key(&[]).is_none());
+        for m in [example(), enterprise()] {
+            for e in m.envs() {
+                assert!(!render(e).contains("PRIVATE KEY"));
+            }
+        }
+    }
+}
