@@ -60,7 +60,9 @@ fn write_map_body(out: &mut String, indent: usize, m: &Map<String, Value>) {
     }
 }
 
-fn write_entry(out: &mut String, indent: usize, pad_key: bool, key: &str, value: &Value) {
+/// Writes one `key: value` map entry whose key is at column `indent`; with `pad_key` false
+/// the caller has already written the key's indentation (e.g. `- ` of a sequence item).
+pub fn write_entry(out: &mut String, indent: usize, pad_key: bool, key: &str, value: &Value) {
     if pad_key {
         pad(out, indent);
     }
@@ -83,6 +85,22 @@ fn write_entry(out: &mut String, indent: usize, pad_key: bool, key: &str, value:
             write_scalar_or_flow(out, other);
             out.push('\n');
         }
+    }
+}
+
+/// Writes one `key: "string"` entry without building a `Value` (the hot path of consumers).
+pub fn write_str_entry(out: &mut String, indent: usize, pad_key: bool, key: &str, value: &str) {
+    if pad_key {
+        pad(out, indent);
+    }
+    write_key(out, key);
+    if is_literal(value) {
+        out.push(':');
+        write_literal(out, indent + 2, value);
+    } else {
+        out.push_str(": ");
+        write_quoted(out, value);
+        out.push('\n');
     }
 }
 
