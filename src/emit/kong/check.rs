@@ -12,7 +12,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -77,7 +76,7 @@ pub fn check(doc: &Value, edition: KongEdition) -> Vec<String> {
         errors: Vec::new(),
     };
     c.secrets("", doc);
-    let parsed: Doc = match serde_json::from_value(doc.clone()) {
+    let parsed = match Doc::deserialize(doc) {
         Ok(d) => d,
         Err(e) => {
             c.errors
@@ -956,8 +955,8 @@ impl Checker {
         }
     }
 
-    fn config<T: DeserializeOwned>(&mut self, at: &str, v: &Value) -> Option<T> {
-        match serde_json::from_value(v.clone()) {
+    fn config<'v, T: Deserialize<'v>>(&mut self, at: &str, v: &'v Value) -> Option<T> {
+        match T::deserialize(v) {
             Ok(c) => Some(c),
             Err(e) => {
                 self.err(at, e);
