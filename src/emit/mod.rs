@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use crate::model::Model;
 
+pub mod bicep;
 pub mod kong;
 pub mod pocketbase;
 pub mod services;
@@ -26,6 +27,7 @@ pub fn build(model: &Model) -> Files {
         services::emit(env, &mut files);
         pocketbase::emit(env, &mut files);
         kong::emit(env, &mut files);
+        bicep::emit(env, &mut files);
     }
     files
 }

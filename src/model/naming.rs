@@ -133,6 +133,32 @@ pub fn identity(p: &Platform) -> String {
     format!("{}-id", base(p))
 }
 
+/// The action group alert rules notify.
+pub fn action_group(p: &Platform) -> String {
+    format!("{}-oncall", base(p))
+}
+
+/// A metric alert rule, by its short name (`kong-5xx`, `kong-unhealthy`, `postgres-cpu`).
+pub fn alert_rule(p: &Platform, which: &str) -> String {
+    format!("{}-{which}", base(p))
+}
+
+/// The Front Door endpoint (its host name gets a hash suffix from Azure).
+pub fn front_door_endpoint(p: &Platform) -> String {
+    format!("{}-api", base(p))
+}
+
+/// A Front Door custom domain resource, from the host name (`api.kombify.io` → `api-kombify-io`).
+pub fn front_door_custom_domain(host: &str) -> String {
+    host.replace('.', "-")
+}
+
+/// Blob container holding kombiform state (in [`storage_account`]).
+pub const STATE_CONTAINER: &str = "kombiform-state";
+
+/// Blob container holding PocketBase backups (in [`storage_account`]).
+pub const BACKUP_CONTAINER: &str = "pocketbase-backups";
+
 #[cfg(test)]
 mod tests {
     use super::*;

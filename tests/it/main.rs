@@ -3,6 +3,7 @@
 //!
 //! `support` starts real servers for tests; it is not a test module itself.
 
+mod bicep;
 mod golden;
 mod kong;
 mod pocketbase;
