@@ -232,6 +232,7 @@ pub fn emit(env: Env<'_>, files: &mut Files) {
         fd => sv(&fd),
         secure_params => sv(&params.list),
         key_vault_secrets => sv(&key_vault_secrets),
+        orphans => if kombistack.is_none() { dedicated.len() } else { 0 },
         buckets => sv(&bucket_paths.iter().map(|(_, path)| path.as_str()).collect::<Vec<_>>()),
     };
     files.insert(format!("{root}/main.bicep"), render("main.bicep", &main));
@@ -634,7 +635,8 @@ fn kong_app(p: &Platform, params: &mut SecureParams) -> App {
         ("KONG_DATABASE", "off"),
         ("KONG_PROXY_LISTEN", "0.0.0.0:8000"),
         ("KONG_STATUS_LISTEN", "0.0.0.0:8100"),
-        ("KONG_ADMIN_LISTEN", "0.0.0.0:8001"),
+        // Only inside the container: the Admin API has no authentication.
+        ("KONG_ADMIN_LISTEN", "127.0.0.1:8001"),
         ("KONG_PROXY_ACCESS_LOG", "/dev/stdout"),
         ("KONG_PROXY_ERROR_LOG", "/dev/stderr"),
         ("KONG_ADMIN_ACCESS_LOG", "/dev/stdout"),

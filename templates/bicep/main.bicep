@@ -20,6 +20,11 @@
 //   az deployment group create --resource-group {{ resource_group|esc }} --template-file {{ b|esc }}
 {% endfor %}
 {% endif %}
+{% if orphans %}
+//
+// {{ orphans }} dedicated tenant(s) get no instance: the `kombistack` service, whose image
+// dedicated instances run, is missing or disabled.
+{% endif %}
 targetScope = 'resourceGroup'
 
 @description('Azure region of every regional resource.')

@@ -590,4 +590,30 @@ fn ten_thousand_tenants_a_tenth_dedicated() {
         files.len()
     );
     check_limits(&files, 1_000);
+
+    let model = synthetic(10_000, 10_000);
+    let env = model.env("prod").expect("prod exists");
+    let start = Instant::now();
+    let mut files = Files::new();
+    bicep::emit(env, &mut files);
+    let elapsed = start.elapsed();
+    let bytes: usize = files.values().map(String::len).sum();
+    eprintln!(
+        "bicep: 10,000 tenants (all dedicated): {} files, {bytes} bytes in {elapsed:?}",
+        files.len()
+    );
+    check_limits(&files, 10_000);
+}
+
+#[test]
+fn dedicated_tenants_without_kombistack_are_reported() {
+    let mut model = synthetic(5, 5);
+    for s in &mut model.platforms[1].services {
+        if s.name == "kombistack" {
+            s.enabled = false;
+        }
+    }
+    let files = bicep_files(&model);
+    assert!(!files.keys().any(|p| p.contains("/tenants/")));
+    assert!(files["prod/bicep/main.bicep"].contains("// 5 dedicated tenant(s) get no instance"));
 }
