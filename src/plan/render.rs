@@ -1,0 +1,1 @@
+//! Plan rendering (placeholder, filled next).
