@@ -11,5 +11,6 @@ pub mod cli;
 pub mod emit;
 pub mod model;
 pub mod plan;
+pub mod providers;
 pub mod spec;
 pub mod testkit;
