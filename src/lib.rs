@@ -7,6 +7,7 @@
 //!
 //! None of these stages does IO; the binary (`src/main.rs`) reads and writes files.
 
+pub mod apply;
 pub mod cli;
 pub mod emit;
 pub mod model;
