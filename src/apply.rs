@@ -178,17 +178,13 @@ fn units(plan: &Plan, batched: &BTreeSet<String>) -> Vec<Unit> {
                 .all(|i| plan.changes[*i].action != Action::Delete)
         })
         .collect();
-    for u in 0..units.len() {
-        let is_delete = units[u]
+    for (u, unit) in units.iter_mut().enumerate() {
+        let is_delete = unit
             .changes
             .iter()
             .all(|i| plan.changes[*i].action == Action::Delete);
         if is_delete {
-            for &o in &upserts {
-                if o != u {
-                    units[u].needs.insert(o);
-                }
-            }
+            unit.needs.extend(upserts.iter().filter(|o| **o != u));
         }
     }
     units
