@@ -482,6 +482,7 @@ mod tests {
             spec_hash: String::new(),
             state_serial: 0,
             fingerprints: BTreeMap::new(),
+            live_hashes: BTreeMap::new(),
             changes,
             unchanged: 0,
             refused: vec![],

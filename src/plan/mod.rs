@@ -154,6 +154,9 @@ pub struct Plan {
     pub state_serial: u64,
     /// Per provider, a fingerprint of the live state the plan saw.
     pub fingerprints: BTreeMap<String, String>,
+    /// Per live resource, a short hash of its attributes: lets `apply` say what moved.
+    #[serde(default)]
+    pub live_hashes: BTreeMap<String, String>,
     /// The changes, in dependency order (deletes of dependents before their dependencies).
     pub changes: Vec<Change>,
     /// Resources in sync with the specs (no change), for the summary.
@@ -187,6 +190,34 @@ impl Plan {
 /// Hex encoding.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A short hash of one resource's attributes.
+pub fn resource_hash(r: &Resource) -> String {
+    let digest = Sha256::digest(serde_json::to_vec(&r.attrs).unwrap_or_default());
+    hex(digest.get(..8).unwrap_or(&[]))
+}
+
+/// What moved between two sets of live hashes: `(address, what)` lines, sorted.
+pub fn moved(
+    before: &BTreeMap<String, String>,
+    after: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (a, h) in before {
+        match after.get(a) {
+            None => out.push(format!("{a}: deleted")),
+            Some(h2) if h2 != h => out.push(format!("{a}: changed")),
+            Some(_) => {}
+        }
+    }
+    for a in after.keys() {
+        if !before.contains_key(a) {
+            out.push(format!("{a}: created"));
+        }
+    }
+    out.sort();
+    out
 }
 
 /// A fingerprint of a set of live resources: stable whatever their order.

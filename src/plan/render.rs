@@ -425,6 +425,7 @@ mod tests {
             spec_hash: "abcdef0123456789".into(),
             state_serial: 3,
             fingerprints: BTreeMap::new(),
+            live_hashes: BTreeMap::new(),
             changes,
             unchanged: 5,
             refused: vec![],
