@@ -339,6 +339,17 @@ impl Journal for LocalJournal {
             .and_then(|()| self.file.sync_data())
             .with_context(|| format!("appending to journal {}", self.path.display()))
     }
+
+    fn append_all(&mut self, entries: &[Entry]) -> Result<()> {
+        let mut lines = Vec::new();
+        for e in entries {
+            lines.extend(entry_line(e)?);
+        }
+        self.file
+            .write_all(&lines)
+            .and_then(|()| self.file.sync_data())
+            .with_context(|| format!("appending to journal {}", self.path.display()))
+    }
 }
 
 /// Opens `path` for appending, creating it (and making its directory entry durable).

@@ -148,6 +148,23 @@ impl State {
         })
     }
 
+    /// The journal entries of several completed changes at once (a batch a provider applied
+    /// in one transaction), serials in order, without changing the state. Each address may
+    /// appear once.
+    pub fn entries_for(&self, changes: &[&Change]) -> Result<Vec<Entry>> {
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::with_capacity(changes.len());
+        for (k, change) in changes.iter().enumerate() {
+            if !seen.insert(change.address.as_str()) {
+                bail!("recording a batch: {} appears twice", change.address);
+            }
+            let mut entry = self.entry_for(change)?;
+            entry.serial = self.serial + 1 + k as u64;
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
     /// Records a completed change in memory ([`State::entry_for`] + [`State::apply`]) and
     /// returns its journal entry.
     pub fn record(&mut self, change: &Change) -> Result<Entry> {
@@ -353,6 +370,23 @@ pub trait Journal: Send {
         self.append(&entry)?;
         state.apply(&entry)?;
         Ok(entry)
+    }
+
+    /// Appends several entries and makes them durable together (one sync where the
+    /// storage allows). The default appends them one by one.
+    fn append_all(&mut self, entries: &[Entry]) -> Result<()> {
+        entries.iter().try_for_each(|e| self.append(e))
+    }
+
+    /// Records changes that completed together (a batched provider's transaction): one
+    /// durable append for all of them, then applied to `state`.
+    fn record_all(&mut self, state: &mut State, changes: &[&Change]) -> Result<Vec<Entry>> {
+        let entries = state.entries_for(changes)?;
+        self.append_all(&entries)?;
+        for e in &entries {
+            state.apply(e)?;
+        }
+        Ok(entries)
     }
 }
 

@@ -438,3 +438,25 @@ fn audit_records_append_and_read_back() {
     ok(b.append_audit("dev", &rec(3)));
     assert_eq!(ok(b.read_audit("dev")), vec![rec(1), rec(2), rec(3)]);
 }
+
+#[test]
+fn batches_are_recorded_with_consecutive_serials_and_one_append() {
+    let dir = tmp();
+    let b = LocalBackend::new(dir.path());
+    let mut s = ok(b.load("dev"));
+    let mut j = ok(b.journal("dev"));
+    ok(j.record(&mut s, &script()[0]));
+    let batch: Vec<Change> = script()[1..10].to_vec();
+    let refs: Vec<&Change> = batch.iter().collect();
+    let entries = ok(j.record_all(&mut s, &refs));
+    assert_eq!(
+        entries.iter().map(|e| e.serial).collect::<Vec<_>>(),
+        (2..=10).collect::<Vec<_>>()
+    );
+    assert_eq!(s.serial, 10);
+    assert_eq!(ok(b.load("dev")), s);
+    let twice = [&batch[0], &batch[0]];
+    assert!(err(j.record_all(&mut s, &twice)).contains("appears twice"));
+    assert_eq!(s.serial, 10);
+    assert_eq!(ok(b.load("dev")), s);
+}
