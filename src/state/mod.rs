@@ -25,7 +25,7 @@ use serde_json::{Map, Value};
 use crate::plan::{Action, Change};
 use crate::providers::AuditRecord;
 
-pub use local::{LocalBackend, LocalJournal};
+pub use local::{LocalBackend, LocalJournal, DEFAULT_DIR};
 pub use lock::{LockError, LockGuard, LockInfo};
 pub use sys::{now_rfc3339, random_id};
 
