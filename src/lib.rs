@@ -6,6 +6,12 @@
 //! - [`emit`]: the model → files under `generated/` (Kong, Bicep, PocketBase, SQL, services).
 //!
 //! None of these stages does IO; the binary (`src/main.rs`) reads and writes files.
+//!
+//! The deploy engine around them:
+//! - [`plan`]: desired vs live resources → a plan (pure).
+//! - [`providers`]: the only code that talks to the systems kombiform manages.
+//! - [`state`]: what was applied (snapshot + journal), the lock, the audit trail; the only
+//!   code that knows the state format.
 
 pub mod apply;
 pub mod cli;
@@ -14,4 +20,5 @@ pub mod model;
 pub mod plan;
 pub mod providers;
 pub mod spec;
+pub mod state;
 pub mod testkit;

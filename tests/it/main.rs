@@ -10,5 +10,6 @@ mod pocketbase;
 mod robustness;
 mod servers;
 mod sql;
+mod state;
 mod support;
 mod tidy;
