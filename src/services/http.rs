@@ -367,7 +367,7 @@ mod tests {
     #[test]
     fn missing_or_empty_secrets_are_errors_naming_the_variable() {
         let r = SecretRef::Env("X_TOKEN".into());
-        let err = resolve_secret_with(&r, |_| Some(String::new())).unwrap_err();
+        let err = resolve_secret_with(&r, |_| Some(String::new())).expect_err("an error");
         assert_eq!(err.variable, "X_TOKEN");
         assert!(err.to_string().contains("X_TOKEN"));
         let ok = resolve_secret_with(&r, |n| (n == "X_TOKEN").then(|| "v".to_string()));
@@ -389,7 +389,7 @@ mod tests {
         let bad = HeaderValue::from_static("has space");
         let generated = request_id_from(Some(&bad));
         assert_eq!(generated.len(), 32);
-        let long = HeaderValue::from_str(&"a".repeat(129)).unwrap();
+        let long = HeaderValue::from_str(&"a".repeat(129)).expect("test value");
         assert_ne!(request_id_from(Some(&long)), "a".repeat(129));
     }
 

@@ -9,5 +9,7 @@ mod pocketbase;
 mod robustness;
 mod servers;
 mod sql;
+mod sso;
+mod sso_env;
 mod support;
 mod tidy;

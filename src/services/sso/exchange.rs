@@ -234,7 +234,11 @@ async fn first_login(
     } else if let Some(q) = db::reserve_seat(&tx, &tenant.slug).await? {
         q
     } else {
-        drop(tx);
+        // Rolled back, and the denial written on the SAME connection: taking a second one
+        // while holding this one could exhaust the pool under a burst of first logins.
+        tx.rollback()
+            .await
+            .context("rolling back a refused first login")?;
         let audit = Audit {
             actor: &token.subject,
             action: "sso.user.create",
@@ -242,7 +246,9 @@ async fn first_login(
             result: "denied",
             details: json!({"reason": "quota_exceeded"}),
         };
-        audit_quietly(sso, &audit).await;
+        if let Err(e) = db::insert_audit(&client, &audit).await {
+            tracing::error!(error = %format!("{e:#}"), "writing an audit row failed");
+        }
         return Err(SsoError::QuotaExceeded);
     };
     let collection = users_collection(&sso.config.pocketbase.users_collection, &tenant.slug);
