@@ -26,7 +26,10 @@ use sso_env::SsoEnv;
 const GLOBEX_ORG: &str = "284715550000000002";
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -44,7 +47,9 @@ fn main() -> Result<()> {
     eprintln!("starting PostgreSQL, PocketBase, fake Zitadel and kombify-sso …");
     let env = Arc::new(SsoEnv::start(30)?);
 
-    let tokens: Vec<String> = (0..users).map(|i| env.token(&format!("5{i:017}"), GLOBEX_ORG)).collect();
+    let tokens: Vec<String> = (0..users)
+        .map(|i| env.token(&format!("5{i:017}"), GLOBEX_ORG))
+        .collect();
     for t in &tokens {
         let (status, _, body) = env.exchange_blocking(t);
         if status != 200 {
@@ -56,7 +61,9 @@ fn main() -> Result<()> {
         env.exchange_blocking(t);
     }
 
-    let client = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let client = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let total = rps * seconds;
     let interval = Duration::from_secs_f64(1.0 / rps as f64);
     eprintln!("sending {total} exchanges for {users} known users at {rps}/s for {seconds} s (open loop) …");
@@ -69,7 +76,12 @@ fn main() -> Result<()> {
             let env = Arc::clone(&env);
             let token = tokens[(i % users) as usize].clone();
             handles.push(tokio::spawn(async move {
-                let r = env.http.post(format!("{}/api/internal/sso/exchange", env.url)).bearer_auth(&token).send().await;
+                let r = env
+                    .http
+                    .post(format!("{}/api/internal/sso/exchange", env.url))
+                    .bearer_auth(&token)
+                    .send()
+                    .await;
                 let status = match r {
                     Ok(r) => {
                         let s = r.status().as_u16();
