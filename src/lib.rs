@@ -4,8 +4,9 @@
 //! - [`spec`]: YAML files → span-carrying documents → diagnostics (schema + semantics).
 //! - [`model`]: the validated, typed model and the dependency graph of every resource.
 //! - [`emit`]: the model → files under `generated/` (Kong, Bicep, PocketBase, SQL, services).
+//! - [`services`]: the `kombify-sso` and `kombify-health` services (axum), which do IO.
 //!
-//! None of these stages does IO; the binary (`src/main.rs`) reads and writes files.
+//! None of the pipeline stages does IO; the binary (`src/main.rs`) reads and writes files.
 //!
 //! The deploy engine around them:
 //! - [`plan`]: desired vs live resources → a plan (pure).
@@ -19,6 +20,7 @@ pub mod emit;
 pub mod model;
 pub mod plan;
 pub mod providers;
+pub mod services;
 pub mod spec;
 pub mod state;
 pub mod testkit;

@@ -11,5 +11,7 @@ mod robustness;
 mod servers;
 mod sql;
 mod state;
+mod sso;
+mod sso_env;
 mod support;
 mod tidy;
