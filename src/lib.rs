@@ -10,5 +10,6 @@
 pub mod cli;
 pub mod emit;
 pub mod model;
+pub mod services;
 pub mod spec;
 pub mod testkit;
