@@ -4,8 +4,9 @@
 //! - [`spec`]: YAML files → span-carrying documents → diagnostics (schema + semantics).
 //! - [`model`]: the validated, typed model and the dependency graph of every resource.
 //! - [`emit`]: the model → files under `generated/` (Kong, Bicep, PocketBase, SQL, services).
+//! - [`services`]: the `kombify-sso` and `kombify-health` services (axum), which do IO.
 //!
-//! None of these stages does IO; the binary (`src/main.rs`) reads and writes files.
+//! None of the pipeline stages does IO; the binary (`src/main.rs`) reads and writes files.
 
 pub mod cli;
 pub mod emit;

@@ -1,7 +1,7 @@
 //! `kombify-health`: serves `GET /health` and `GET /ready` for the platform's dependencies,
 //! configured by `generated/<env>/services/health.json` (`--config PATH`).
 //!
-//! Thin: arguments, JSON logs to stdout, config and secrets, bind, serve until SIGINT/SIGTERM.
+//! Thin: arguments, JSON logs to stderr, config and secrets, bind, serve until SIGINT/SIGTERM.
 //! Everything else is `kombiform::services::health`.
 
 use std::net::SocketAddr;
@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Parser;
 use kombiform::emit::services::HealthConfig;
-use kombiform::services::health;
+use kombiform::services::{health, http};
 
 /// Readiness and liveness endpoints for the kombify platform.
 #[derive(Parser)]
@@ -26,7 +26,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    init_logging();
+    http::init_logging();
     match run(Args::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -41,7 +41,7 @@ async fn run(args: Args) -> Result<()> {
         .with_context(|| format!("reading {}", args.config.display()))?;
     let config: HealthConfig = serde_json::from_str(&text)
         .with_context(|| format!("parsing {}", args.config.display()))?;
-    let readiness = health::from_config(&config, &health::env_secret)?;
+    let readiness = health::from_config(&config, &http::resolve_secret)?;
     let addr = match args.listen {
         Some(addr) => addr,
         None => format!("{}:{}", config.listen.address, config.listen.port)
@@ -60,43 +60,9 @@ async fn run(args: Args) -> Result<()> {
         "kombify-health listening"
     );
     axum::serve(listener, health::edge::app(readiness))
-        .with_graceful_shutdown(shutdown())
+        .with_graceful_shutdown(http::shutdown_signal())
         .await
         .context("serving HTTP")?;
     tracing::info!("kombify-health stopped");
     Ok(())
-}
-
-/// JSON lines on stdout; level from `RUST_LOG` (default `info`).
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_current_span(true)
-        .with_span_list(false)
-        .init();
-}
-
-/// Resolves on SIGINT or SIGTERM (what a container runtime sends).
-async fn shutdown() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("shutdown signal received");
 }

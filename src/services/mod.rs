@@ -1,7 +1,9 @@
-//! The platform services `kombify-sso` and `kombify-health`: domain logic that is pure and
-//! testable, with HTTP at the edge. The binaries in `src/bin/` are thin wrappers over these.
+//! The platform services `kombify-sso` and `kombify-health`: domain logic that is plain and
+//! testable, and HTTP at the edge ([`http`] holds what both share: the one error format, request
+//! ids, logging, secrets).
 //!
-//! Not here: the compiler pipeline (`spec`, `model`, `emit`), which these services only read
-//! configuration types from.
+//! Not here: the binaries (`src/bin/`), which only parse arguments and start a server.
 
 pub mod health;
+pub mod http;
+pub mod sso;

@@ -23,6 +23,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::emit::services::{HealthConfig, Probe as ProbeConfig};
 use crate::model::SecretRef;
+use crate::services::http::{Secret, SecretError};
 pub use probe::{BodyCheck, Failure, FailureKind, HttpCheck, PostgresCheck, PostgresTarget};
 pub use readiness::{CheckReport, Dependency, Readiness, ReadyReport, Reason, Status};
 
@@ -30,13 +31,15 @@ pub use readiness::{CheckReport, Dependency, Readiness, ReadyReport, Reason, Sta
 /// Zitadel's `jwks_uri`; `HttpProbe` has no field saying so).
 pub const JWKS_CHECK: &str = "zitadel-jwks";
 
-/// The [`Readiness`] `config` describes, resolving secrets with `secret`.
+/// The [`Readiness`] `config` describes, resolving secrets with `secret` (the binary passes
+/// [`crate::services::http::resolve_secret`]: `{env: NAME}` reads `NAME`, `{keyVault: name}`
+/// reads `KV_NAME`).
 ///
 /// Fails, naming the check, on an invalid URL, an unresolvable secret or an unsupported
 /// PostgreSQL `sslMode`; the error never holds a secret value.
 pub fn from_config(
     config: &HealthConfig,
-    secret: &dyn Fn(&SecretRef) -> Result<String>,
+    secret: &dyn Fn(&SecretRef) -> Result<Secret, SecretError>,
 ) -> Result<Readiness> {
     let timeout = Duration::from_millis(u64::from(config.check_timeout_ms));
     let ttl = Duration::from_millis(u64::from(config.cache_ttl_ms));
@@ -59,13 +62,8 @@ pub fn from_config(
                 Dependency::critical(&check.name, probe)
             }
             ProbeConfig::Postgres(pg) => {
-                let password = secret(&pg.password).with_context(|| {
-                    format!(
-                        "check {}: resolving the password {}",
-                        check.name,
-                        pg.password.describe()
-                    )
-                })?;
+                let password = secret(&pg.password)
+                    .with_context(|| format!("check {}: the PostgreSQL password", check.name))?;
                 let target = PostgresTarget {
                     host: &pg.host,
                     port: pg.port,
@@ -73,7 +71,7 @@ pub fn from_config(
                     user: &pg.user,
                     ssl_mode: &pg.ssl_mode,
                 };
-                let probe = PostgresCheck::new(&target, &password, timeout)
+                let probe = PostgresCheck::new(&target, password.expose(), timeout)
                     .map_err(anyhow::Error::msg)
                     .with_context(|| format!("check {}", check.name))?;
                 Dependency::critical(&check.name, probe)
@@ -82,17 +80,4 @@ pub fn from_config(
         dependencies.push(dependency);
     }
     Ok(Readiness::new(dependencies, timeout, ttl))
-}
-
-/// Resolves `{env: NAME}` from the process environment. `{keyVault: NAME}` is refused: on
-/// Azure, Container Apps hand Key Vault secrets to the process as environment variables, so
-/// the deployed config names those.
-pub fn env_secret(secret: &SecretRef) -> Result<String> {
-    match secret {
-        SecretRef::Env(name) => std::env::var(name)
-            .with_context(|| format!("environment variable {name} is not set or not UTF-8")),
-        SecretRef::KeyVault(name) => bail!(
-            "key vault secret {name:?}: kombify-health reads secrets from the environment only"
-        ),
-    }
 }
