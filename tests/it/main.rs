@@ -4,6 +4,7 @@
 //! `support` starts real servers for tests; it is not a test module itself.
 
 mod golden;
+mod health;
 mod kong;
 mod pocketbase;
 mod robustness;
