@@ -610,3 +610,37 @@ fn the_binary_says_alive_while_every_dependency_is_down_and_logs_no_secret() -> 
     );
     Ok(())
 }
+
+#[test]
+fn postgres_with_ssl_mode_require_never_falls_back_to_plain_text() -> Result<()> {
+    // The test server has no TLS: a check that asked for it must report down, not log in.
+    let pg = Postgres::start()?;
+    let mut cfg = local_config()?;
+    cfg.checks.retain(|c| c.name == "postgres");
+    for check in &mut cfg.checks {
+        if let Probe::Postgres(p) = &mut check.probe {
+            p.host = pg.host().to_string();
+            p.port = pg.port();
+            p.database = "postgres".to_string();
+            p.ssl_mode = "require".to_string();
+        }
+    }
+    let report = runtime()?.block_on(readiness(&cfg)?.status());
+    assert_eq!(report.status, Status::Down, "{report:?}");
+    assert_eq!(
+        report.checks[0].reason.as_ref().map(|r| r.code),
+        Some(FailureKind::Unreachable)
+    );
+    for check in &mut cfg.checks {
+        if let Probe::Postgres(p) = &mut check.probe {
+            p.ssl_mode = "disable".to_string();
+        }
+    }
+    let report = runtime()?.block_on(readiness(&cfg)?.status());
+    assert_eq!(
+        report.status,
+        Status::Up,
+        "the same server without TLS: {report:?}"
+    );
+    Ok(())
+}

@@ -40,6 +40,20 @@ pub enum FailureKind {
     Internal,
 }
 
+impl FailureKind {
+    /// The stable code, as in the `/ready` body and the logs.
+    pub fn code(self) -> &'static str {
+        match self {
+            FailureKind::Timeout => "timeout",
+            FailureKind::Unreachable => "unreachable",
+            FailureKind::Status => "status",
+            FailureKind::Body => "body",
+            FailureKind::Query => "query",
+            FailureKind::Internal => "internal",
+        }
+    }
+}
+
 /// A failed check: what the `/ready` body shows and what the log gets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
@@ -71,7 +85,7 @@ impl Failure {
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}: {}", self.kind, self.detail)
+        write!(f, "{}: {}", self.kind.code(), self.detail)
     }
 }
 
@@ -220,6 +234,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[derive(Clone)]
 pub struct PostgresCheck {
     config: tokio_postgres::Config,
+    /// `None` for `sslMode: disable`.
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
 }
 
 impl fmt::Debug for PostgresCheck {
@@ -229,14 +245,17 @@ impl fmt::Debug for PostgresCheck {
     }
 }
 
-/// The `sslMode` values [`PostgresCheck`] supports.
-pub const SUPPORTED_SSL_MODES: &[&str] = &["disable"];
+/// The `sslMode` values [`PostgresCheck`] supports. Every mode but `disable` means TLS with
+/// the server certificate verified against the system's roots and the host name checked
+/// (stricter than libpq's `require`, which does not verify); `prefer` and `allow`, which may
+/// quietly fall back to plain text, are refused.
+pub const SUPPORTED_SSL_MODES: &[&str] = &["disable", "require", "verify-ca", "verify-full"];
 
 impl PostgresCheck {
     /// A check logging in to `database` on `host:port` as `user` with `password`.
     ///
-    /// Fails for an `ssl_mode` not in [`SUPPORTED_SSL_MODES`]: TLS to PostgreSQL is not built
-    /// in yet, and quietly connecting without it where `require` was asked would be wrong.
+    /// Fails for an `ssl_mode` not in [`SUPPORTED_SSL_MODES`], or when the TLS configuration
+    /// cannot be built (no system roots).
     pub fn new(
         target: &PostgresTarget<'_>,
         password: &str,
@@ -244,11 +263,16 @@ impl PostgresCheck {
     ) -> Result<Self, String> {
         if !SUPPORTED_SSL_MODES.contains(&target.ssl_mode) {
             return Err(format!(
-                "sslMode {:?} is not supported by the health check yet (supported: {})",
+                "sslMode {:?} is not supported (supported: {})",
                 target.ssl_mode,
                 SUPPORTED_SSL_MODES.join(", ")
             ));
         }
+        let tls = if target.ssl_mode == "disable" {
+            None
+        } else {
+            Some(tls_connector()?)
+        };
         let mut config = tokio_postgres::Config::new();
         config
             .host(target.host)
@@ -258,18 +282,34 @@ impl PostgresCheck {
             .password(password)
             .application_name("kombify-health")
             .connect_timeout(connect_timeout)
-            .ssl_mode(tokio_postgres::config::SslMode::Disable);
-        Ok(PostgresCheck { config })
+            .ssl_mode(if tls.is_some() {
+                tokio_postgres::config::SslMode::Require
+            } else {
+                tokio_postgres::config::SslMode::Disable
+            });
+        Ok(PostgresCheck { config, tls })
     }
 
     async fn run(&self) -> Result<(), Failure> {
-        let (client, connection) = self
-            .config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| classify_pg(&e, "login"))?;
-        // The connection drives the socket; it ends when `client` is dropped below.
-        let driver = tokio::spawn(connection);
+        // The spawned connection drives the socket; it is stopped once the query is done.
+        let (client, driver) = match &self.tls {
+            None => {
+                let (client, connection) = self
+                    .config
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .map_err(|e| classify_pg(&e, "login"))?;
+                (client, tokio::spawn(connection))
+            }
+            Some(tls) => {
+                let (client, connection) = self
+                    .config
+                    .connect(tls.clone())
+                    .await
+                    .map_err(|e| classify_pg(&e, "login"))?;
+                (client, tokio::spawn(connection))
+            }
+        };
         let result = client.simple_query("SELECT 1").await;
         drop(client);
         driver.abort();
@@ -288,6 +328,20 @@ impl PostgresCheck {
             ))
         }
     }
+}
+
+/// TLS for PostgreSQL: rustls with the aws-lc-rs provider (named, so another crate enabling
+/// `ring` cannot make the choice ambiguous) and the platform verifier (system roots).
+fn tls_connector() -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS protocol versions: {e}"))?
+        .with_platform_verifier()
+        .map_err(|e| format!("TLS certificate verifier (system roots): {e}"))?
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 impl Probe for PostgresCheck {
@@ -340,6 +394,15 @@ mod tests {
     }
 
     #[test]
+    fn codes_match_the_serialized_form() {
+        use FailureKind::*;
+        for kind in [Timeout, Unreachable, Status, Body, Query, Internal] {
+            let json = serde_json::to_value(kind).ok();
+            assert_eq!(json, Some(serde_json::Value::from(kind.code())));
+        }
+    }
+
+    #[test]
     fn redacted_url_drops_credentials_and_query() {
         let url = match reqwest::Url::parse("http://u:p@h:1/a/b?token=x#f") {
             Ok(u) => u,
@@ -349,20 +412,25 @@ mod tests {
     }
 
     #[test]
-    fn postgres_check_refuses_tls_modes_it_cannot_honour() {
+    fn postgres_check_refuses_ssl_modes_that_may_fall_back_to_plain_text() {
         let target = PostgresTarget {
             host: "h",
             port: 5432,
             database: "d",
             user: "u",
-            ssl_mode: "require",
+            ssl_mode: "prefer",
         };
         let err = match PostgresCheck::new(&target, "pw", Duration::from_secs(1)) {
-            Ok(_) => panic!("require accepted"),
+            Ok(_) => panic!("prefer accepted"),
             Err(e) => e,
         };
-        assert!(err.contains("\"require\""), "{err}");
-        assert!(!err.contains("pw"));
+        assert!(err.contains("\"prefer\""), "{err}");
+        let target = PostgresTarget {
+            ssl_mode: "require",
+            ..target
+        };
+        let check = PostgresCheck::new(&target, "pw", Duration::from_secs(1));
+        assert!(matches!(&check, Ok(c) if c.tls.is_some()), "{check:?}");
         let target = PostgresTarget {
             ssl_mode: "disable",
             ..target

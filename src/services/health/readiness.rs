@@ -213,7 +213,7 @@ fn report_one(dep: &Dependency, latency: Duration, result: Result<(), Failure>) 
             tracing::warn!(
                 check = %dep.name,
                 critical = dep.critical,
-                code = ?f.kind,
+                code = f.kind.code(),
                 latency_ms,
                 detail = %f.detail,
                 "dependency check failed"
