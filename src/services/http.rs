@@ -122,9 +122,10 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-/// Marks a response whose body is already in the error format (so the middleware leaves it).
+/// Marks a response whose body is final, so the middleware leaves it whatever its status: an
+/// error already in the error format, or a report that is the body of a 503 (`/ready`).
 #[derive(Clone, Copy, Debug)]
-struct Rendered;
+pub struct Rendered;
 
 /// The error body `{"error": {"code", "message", "requestId"}}`.
 pub fn error_body(code: &str, message: &str, request_id: &str) -> serde_json::Value {

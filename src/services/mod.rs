@@ -4,5 +4,6 @@
 //!
 //! Not here: the binaries (`src/bin/`), which only parse arguments and start a server.
 
+pub mod health;
 pub mod http;
 pub mod sso;

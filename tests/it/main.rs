@@ -5,6 +5,7 @@
 
 mod bicep;
 mod golden;
+mod health;
 mod kong;
 mod pocketbase;
 mod robustness;
