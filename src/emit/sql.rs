@@ -24,6 +24,10 @@ pub const SCHEMA: &str = "kombify";
 /// The schema version `001_schema.sql` records in `kombify.schema_version`.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// What `kombify.schema_version` says [`SCHEMA_VERSION`] created (plain text, no quote).
+pub const SCHEMA_DESCRIPTION: &str =
+    "plans, tenants, quotas, feature flags, webhook events, audit log, SSO users";
+
 /// The transaction-level advisory lock both scripts take first (`pg_advisory_xact_lock`), so
 /// two applies never interleave. The bytes of `"kombify"`.
 pub const LOCK_KEY: i64 = 0x006b_6f6d_6269_6679;
@@ -443,7 +447,7 @@ pub fn schema_sql() -> String {
     let _ = writeln!(
         s,
         "\nINSERT INTO kombify.schema_version (version, description)\n\
-         VALUES ({SCHEMA_VERSION}, 'plans, tenants, quotas, feature flags, webhook events, audit log, SSO users')\n\
+         VALUES ({SCHEMA_VERSION}, '{SCHEMA_DESCRIPTION}')\n\
          ON CONFLICT (version) DO NOTHING;\n\nCOMMIT;"
     );
     s
