@@ -42,6 +42,10 @@ fn env<'a>(m: &'a Model, name: &str) -> Result<Env<'a>> {
 
 /// A provider connected to a fresh database `db` on `server`.
 fn provider(server: &Server, db: &str) -> Result<Postgres> {
+    provider_with(server, db, SslMode::Disable)
+}
+
+fn provider_with(server: &Server, db: &str, sslmode: SslMode) -> Result<Postgres> {
     server.create_database(db)?;
     Postgres::connect(ConnectParams {
         host: server.host().to_string(),
@@ -49,7 +53,7 @@ fn provider(server: &Server, db: &str) -> Result<Postgres> {
         user: server.user().to_string(),
         password: None,
         dbname: db.to_string(),
-        sslmode: SslMode::Disable,
+        sslmode,
         connect_timeout: Duration::from_secs(10),
     })
 }
@@ -514,17 +518,24 @@ fn a_failing_change_rolls_back_the_whole_batch() -> Result<()> {
             .collect::<Vec<_>>()
     );
 
-    // The quota of a tenant without a plan cannot be written at all: refused with its address.
-    let want = desired(env(&m2, "local")?);
+    // A value PostgreSQL cannot store (a NaN) is refused with the row's address.
+    let mut m3 = m.clone();
+    m3.plans[0].simulation.cpu_per_simulation = f64::NAN;
+    let want = desired(env(&m3, "local")?);
     let (changes, _, _, _) = plan(&p, &want, &managed, &applied)?;
     let err = match apply(&p, &changes) {
-        Ok(()) => bail!("an invalid quota was applied"),
+        Ok(()) => bail!("a NaN was applied"),
         Err(e) => format!("{e:#}"),
     };
     assert!(
-        err.contains("postgres.tenant.ghost") || err.contains("postgres.quota.ghost"),
+        err.starts_with(&format!(
+            "postgres.plan.{}: create failed",
+            m3.plans[0].name
+        )),
         "{err}"
     );
+    assert!(err.contains("not a finite number"), "{err}");
+    assert!(p.read()?.resources.is_empty());
     Ok(())
 }
 
@@ -532,7 +543,8 @@ fn a_failing_change_rolls_back_the_whole_batch() -> Result<()> {
 fn applies_leave_an_audit_record() -> Result<()> {
     let m = model()?;
     let server = Server::start()?;
-    let p = provider(&server, "audit")?;
+    // sslmode=prefer against a server without TLS: a plain connection.
+    let p = provider_with(&server, "audit", SslMode::Prefer)?;
     converge(&p, &desired(env(&m, "local")?), &BTreeSet::new())?;
     let record = AuditRecord {
         actor: "ops@host".into(),
