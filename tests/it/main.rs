@@ -7,6 +7,7 @@ mod bicep;
 mod golden;
 mod health;
 mod kong;
+mod pgprov;
 mod pocketbase;
 mod robustness;
 mod servers;
