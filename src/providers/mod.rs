@@ -6,6 +6,8 @@
 //! the provider module's pure `desired(env)` function, so that `plan` can be tested without
 //! servers. Providers never print; they report through return values.
 
+pub mod pocketbase;
+
 use std::time::Duration;
 
 use crate::plan::{Change, Resource};

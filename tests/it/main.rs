@@ -6,6 +6,7 @@
 mod bicep;
 mod golden;
 mod kong;
+mod pbprov;
 mod pocketbase;
 mod robustness;
 mod servers;
