@@ -280,20 +280,7 @@ impl PocketBase {
 
     /// The error for a failed response: [`Transient`] for 429 and 5xx.
     fn failure(&self, method: &str, path: &str, reply: &Reply) -> anyhow::Error {
-        let message = format!(
-            "{method} {}{path} answered {}: {}",
-            self.base,
-            reply.status,
-            pocketbase_message(&reply.text)
-        );
-        if reply.status == 429 || reply.status >= 500 {
-            anyhow::Error::new(Transient {
-                message,
-                retry_after: reply.retry_after,
-            })
-        } else {
-            anyhow!(message)
-        }
+        failure(&format!("{method} {}{path}", self.base), reply)
     }
 
     /// Every collection, page by page, as PocketBase returns them (system ones included).
@@ -455,6 +442,23 @@ pub fn removed_fields(change: &Change) -> Vec<String> {
             }
         })
         .collect()
+}
+
+/// The error for a failed response to `request`: [`Transient`] for 429 and 5xx.
+fn failure(request: &str, reply: &Reply) -> anyhow::Error {
+    let message = format!(
+        "{request} answered {}: {}",
+        reply.status,
+        pocketbase_message(&reply.text)
+    );
+    if reply.status == 429 || reply.status >= 500 {
+        anyhow::Error::new(Transient {
+            message,
+            retry_after: reply.retry_after,
+        })
+    } else {
+        anyhow!(message)
+    }
 }
 
 fn with_auth<B>(req: ureq::RequestBuilder<B>, token: Option<&str>) -> ureq::RequestBuilder<B> {
@@ -630,6 +634,21 @@ mod tests {
         assert_eq!(removed_fields(&pb_change), vec!["text1"]);
         let added = update(vec![attr("fields.text2", None, Some(json!({})))]);
         assert!(removed_fields(&added).is_empty());
+    }
+
+    #[test]
+    fn rate_limits_and_server_errors_are_transient() {
+        let reply = |status: u16| Reply {
+            status,
+            text: r#"{"data":{},"message":"Too Many Requests.","status":429}"#.into(),
+            retry_after: Some(Duration::from_secs(3)),
+        };
+        let e = failure("GET /api/collections", &reply(429));
+        let t = crate::providers::transient(&e).expect("transient");
+        assert_eq!(t.retry_after, Some(Duration::from_secs(3)));
+        assert!(t.message.contains("Too Many Requests."), "{}", t.message);
+        assert!(crate::providers::transient(&failure("x", &reply(503))).is_some());
+        assert!(crate::providers::transient(&failure("x", &reply(400))).is_none());
     }
 
     #[test]

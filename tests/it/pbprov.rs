@@ -383,6 +383,43 @@ fn removing_a_tenant_deletes_exactly_its_collections() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn a_type_change_is_a_destructive_replace() -> Result<()> {
+    let mut model = example_model()?;
+    let pb = PocketBase::start()?;
+    import_all(&pb, &model)?;
+    let provider = connect(&pb, &model)?;
+    let sso = model
+        .collections
+        .iter_mut()
+        .find(|c| c.name == "_sso_mappings")
+        .context("no _sso_mappings template")?;
+    sso.kind = kombiform::model::CollectionKind::Auth;
+    let want = desired(&model)?;
+    let live = provider.read()?.resources;
+    let (changes, _, destructive) = plan(&provider, &want, &live, &addresses(&want));
+    assert_eq!(
+        summary(&changes),
+        vec![(
+            "pocketbase.collection._sso_mappings".to_string(),
+            Action::Replace
+        )]
+    );
+    assert_eq!(destructive.len(), 1);
+    assert!(changes[0]
+        .attrs
+        .iter()
+        .any(|a| a.name == "type" && a.forces_replace));
+    apply_all(&provider, &changes)?;
+    let live = provider.read()?.resources;
+    assert!(plan(&provider, &want, &live, &addresses(&want))
+        .0
+        .is_empty());
+    let (status, got) = call(&pb, "GET", "/api/collections/_sso_mappings", None)?;
+    assert_eq!((status, got["type"].clone()), (200, json!("auth")));
+    Ok(())
+}
+
 fn addresses_of(changes: &[Change]) -> BTreeSet<String> {
     changes.iter().map(|c| c.address.clone()).collect()
 }
