@@ -61,6 +61,44 @@ pub fn emit(env: Env<'_>, files: &mut Files) {
     files.insert(format!("{dir}/migrations/{name}"), migration);
 }
 
+/// The collections of `collections.json`, in its order, each one the JSON object the import
+/// API takes (for the PocketBase provider, which imports them one at a time). The text of
+/// each is exactly what `collections.json` holds; a collection that would not parse (a bug
+/// the unit tests rule out) comes back as a JSON string saying so, never as a panic.
+pub fn collections(env: Env<'_>) -> Vec<serde_json::Value> {
+    let templates = creation_order(env.collections());
+    let token_ttl = env.platform.sso.token_ttl_seconds;
+    let stencils = |scope: Scope| -> Vec<Stencil> {
+        templates
+            .iter()
+            .filter(|t| t.scope == scope)
+            .map(|t| collection(t, token_ttl))
+            .collect()
+    };
+    let globals = stencils(Scope::Global);
+    let per_tenant = stencils(Scope::Tenant);
+    let mut out = Vec::with_capacity(globals.len() + per_tenant.len() * env.tenants().count());
+    let mut text = String::new();
+    let mut push = |stencil: &Stencil, ident: &str| {
+        text.clear();
+        stencil.fill(ident, &mut text);
+        out.push(serde_json::from_str(&text).unwrap_or_else(|e| {
+            serde_json::Value::String(format!(
+                "kombiform bug: emitted collection is not JSON: {e}"
+            ))
+        }));
+    };
+    for g in &globals {
+        push(g, "");
+    }
+    for ident in env.tenants().map(|t| t.ident()) {
+        for t in &per_tenant {
+            push(t, &ident);
+        }
+    }
+    out
+}
+
 /// Templates in an order where every relation target comes before the collections that
 /// point at it (ties by name), so both files list collections in a creatable order.
 fn creation_order(templates: &[CollectionTemplate]) -> Vec<&CollectionTemplate> {
@@ -853,6 +891,14 @@ mod tests {
             }
         }
         assert_eq!(&expanded, collections(&snap));
+    }
+
+    #[test]
+    fn collections_are_the_snapshot_entries() {
+        let model = example_model();
+        let env = model.env("local").expect("local");
+        let snap = snapshot_of(&emit_env(&model, "local"), "local");
+        assert_eq!(&super::collections(env), collections(&snap));
     }
 
     #[test]

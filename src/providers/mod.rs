@@ -6,6 +6,7 @@
 //! the provider module's pure `desired(env)` function, so that `plan` can be tested without
 //! servers. Providers never print; they report through return values.
 
+pub mod pocketbase;
 pub mod postgres;
 
 use std::time::Duration;
