@@ -200,8 +200,9 @@ struct Shared {
     started: BTreeSet<usize>,
 }
 
-/// Records a completed change (in state).
-pub type Recorder<'a> = dyn FnMut(&Change) -> anyhow::Result<()> + Send + 'a;
+/// Records completed changes (in state): one unit's changes at a time, so a batched
+/// provider's transaction is journaled with one write.
+pub type Recorder<'a> = dyn FnMut(&[&Change]) -> anyhow::Result<()> + Send + 'a;
 
 /// Applies `plan` with `providers` (by name). `on_done` is called, under a lock, for every
 /// completed change before anything that depends on it starts; if it fails, apply stops
@@ -324,9 +325,12 @@ fn worker(
             let Ok(mut f) = on_done.lock() else {
                 return Err(anyhow::anyhow!("state recorder poisoned"));
             };
-            for c in &changes {
-                f(c).map_err(|e| e.context(format!("recording {} in state", c.address)))?;
-            }
+            let first = changes
+                .first()
+                .map(|c| c.address.clone())
+                .unwrap_or_default();
+            f(&changes)
+                .map_err(|e| e.context(format!("recording {first} (and its unit) in state")))?;
             Ok(())
         });
         let Ok(mut sh) = shared.lock() else { return };
@@ -521,8 +525,8 @@ mod tests {
             &p,
             &providers,
             &fast(),
-            &mut |c| {
-                recorded.push(c.address.clone());
+            &mut |cs| {
+                recorded.extend(cs.iter().map(|c| c.address.clone()));
                 Ok(())
             },
             &|_| {},

@@ -75,6 +75,96 @@ enum Command {
     },
     /// Print the JSON Schema of spec documents.
     Schema,
+    /// Read live state and show what apply would change. Exit 0: no changes, 2: changes,
+    /// 3: blocked by the destructive guard, 1: error.
+    Plan {
+        /// The environment.
+        #[arg(long)]
+        env: String,
+        #[command(flatten)]
+        args: DeployArgs,
+        /// Save the plan to FILE, for `kombiform apply FILE`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the plan as JSON (see docs/plan-json.md).
+        #[arg(long, conflicts_with = "format")]
+        json: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: PlanFormat,
+    },
+    /// Apply a saved plan (exactly that plan, refused if stale), or plan and apply an
+    /// environment. Exit 0: applied, 1: failed or stale, 3: blocked by the guard.
+    Apply {
+        /// A plan saved by `kombiform plan --out FILE`.
+        file: Option<PathBuf>,
+        /// The environment (plans first when no FILE is given).
+        #[arg(long)]
+        env: Option<String>,
+        #[command(flatten)]
+        args: DeployArgs,
+        /// Apply without asking (for CI).
+        #[arg(long)]
+        auto_approve: bool,
+        /// Changes applied at the same time.
+        #[arg(long, default_value_t = 4)]
+        parallelism: usize,
+        /// Print events for machines (one JSON object per line) instead of progress.
+        #[arg(long, value_enum)]
+        events: Option<EventFormat>,
+    },
+    /// Inspect the recorded state, or break a stale lock.
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StateCommand {
+    /// Every resource kombiform manages in an environment.
+    List {
+        /// The environment.
+        #[arg(long)]
+        env: String,
+        /// Directory of the local state backend.
+        #[arg(long, default_value = ".kombiform")]
+        state_dir: PathBuf,
+    },
+    /// One resource as last applied.
+    Show {
+        /// The resource address.
+        address: String,
+        /// The environment.
+        #[arg(long)]
+        env: String,
+        /// Directory of the local state backend.
+        #[arg(long, default_value = ".kombiform")]
+        state_dir: PathBuf,
+    },
+    /// Break a lock deliberately (only with the id the lock error showed).
+    Unlock {
+        /// The lock id.
+        id: String,
+        /// The environment.
+        #[arg(long)]
+        env: String,
+        /// Directory of the local state backend.
+        #[arg(long, default_value = ".kombiform")]
+        state_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum PlanFormat {
+    Text,
+    Json,
+    Markdown,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum EventFormat {
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -198,6 +288,22 @@ fn run(cli: Cli) -> Result<u8> {
             }
         }
         Command::MigrateSpecs { specs, check } => migrate_specs(&specs, check),
+        Command::Plan {
+            env,
+            args,
+            out,
+            json,
+            format,
+        } => cmd_plan(args, &env, out, json, format),
+        Command::Apply {
+            file,
+            env,
+            args,
+            auto_approve,
+            parallelism,
+            events,
+        } => cmd_apply(args, file, env, auto_approve, parallelism, events),
+        Command::State { command } => cmd_state(command),
         Command::Schema => {
             print!("{}", crate::spec::schema::schema_text());
             Ok(0)
@@ -433,4 +539,336 @@ fn diff(dir: &Path, files: &Files) -> Result<String> {
         );
     }
     Ok(out)
+}
+// ---- plan / apply / state (appended to src/cli.rs) ----
+
+/// Arguments shared by `plan` and `apply`.
+#[derive(Debug, clap::Args)]
+struct DeployArgs {
+    /// Directory of spec files.
+    #[arg(long, default_value = "specs")]
+    specs: PathBuf,
+    /// Directory of the local state backend.
+    #[arg(long, default_value = ".kombiform")]
+    state_dir: PathBuf,
+    /// Consent to destroying this address (repeatable; a trailing `*` matches a prefix).
+    #[arg(long = "allow-destroy", value_name = "ADDRESS")]
+    allow_destroy: Vec<String>,
+}
+
+fn load_env_model(specs: &Path) -> Result<Option<(Model, String)>> {
+    let inputs = read_specs(specs)?;
+    let hash = crate::ops::spec_hash(&inputs, &specs.display().to_string());
+    let loaded = load(inputs);
+    if report(&loaded).is_none() {
+        return Ok(None);
+    }
+    Ok(loaded.model.map(|m| (m, hash)))
+}
+
+fn find_env<'a>(model: &'a Model, name: &str) -> Result<crate::model::Env<'a>> {
+    model.env(name).with_context(|| {
+        let known: Vec<&str> = model.platforms.iter().map(|p| p.name.as_str()).collect();
+        format!(
+            "unknown environment `{name}` (defined: {})",
+            known.join(", ")
+        )
+    })
+}
+
+fn color_stdout() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+fn cmd_plan(
+    args: DeployArgs,
+    env: &str,
+    out: Option<PathBuf>,
+    json: bool,
+    format: PlanFormat,
+) -> Result<u8> {
+    let Some((model, hash)) = load_env_model(&args.specs)? else {
+        return Ok(1);
+    };
+    let env = find_env(&model, env)?;
+    let backend = crate::state::LocalBackend::new(&args.state_dir);
+    use crate::state::StateBackend as _;
+    let state = backend.load(env.name())?;
+    let providers = crate::ops::connect(env)?;
+    let live = crate::ops::read_live(&providers)?;
+    let plan = crate::ops::make_plan(env, &hash, &state, &providers, &live, &args.allow_destroy);
+    if let Some(path) = &out {
+        write_plan(path, &plan)?;
+    }
+    let format = if json { PlanFormat::Json } else { format };
+    match format {
+        PlanFormat::Json => print!("{}", crate::plan::render::json(&plan)),
+        PlanFormat::Markdown => print!("{}", crate::plan::render::markdown(&plan)),
+        PlanFormat::Text => {
+            print!("{}", crate::plan::render::text(&plan, color_stdout()));
+            eprintln!("read live state with {} requests", live.requests);
+            if let Some(path) = &out {
+                println!(
+                    "\nSaved the plan to {}. Apply exactly this plan with:\n  kombiform apply {}",
+                    path.display(),
+                    path.display()
+                );
+            }
+        }
+    }
+    Ok(plan_exit(&plan))
+}
+
+fn plan_exit(plan: &crate::plan::Plan) -> u8 {
+    if !plan.refused.is_empty() {
+        3
+    } else if plan.has_changes() {
+        2
+    } else {
+        0
+    }
+}
+
+fn write_plan(path: &Path, plan: &crate::plan::Plan) -> Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::write(path, crate::plan::render::json(plan))
+        .with_context(|| format!("writing plan {}", path.display()))
+}
+
+fn read_plan(path: &Path) -> Result<crate::plan::Plan> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading plan {}", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a kombiform plan file", path.display()))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn cmd_apply(
+    args: DeployArgs,
+    file: Option<PathBuf>,
+    env: Option<String>,
+    auto_approve: bool,
+    parallelism: usize,
+    events: Option<EventFormat>,
+) -> Result<u8> {
+    let saved = match &file {
+        Some(f) => Some(read_plan(f)?),
+        None => None,
+    };
+    let env_name = match (&saved, &env) {
+        (Some(p), Some(e)) if &p.env != e => {
+            anyhow::bail!("the plan is for environment `{}`, not `{e}`", p.env)
+        }
+        (Some(p), _) => p.env.clone(),
+        (None, Some(e)) => e.clone(),
+        (None, None) => anyhow::bail!("give a plan file, or --env NAME to plan and apply"),
+    };
+    let Some((model, hash)) = load_env_model(&args.specs)? else {
+        return Ok(1);
+    };
+    let env = find_env(&model, &env_name)?;
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let backend = crate::state::LocalBackend::new(&args.state_dir);
+    use crate::state::StateBackend as _;
+    let _lock = match take_lock(&backend, env.name(), &command) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(1);
+        }
+    };
+    let state = backend.load(env.name())?;
+    let providers = crate::ops::connect(env)?;
+    let live = crate::ops::read_live(&providers)?;
+    let plan = match saved {
+        Some(p) => {
+            if let Some(why) = crate::ops::staleness(&p, &hash, &state, &live) {
+                eprintln!("error: the saved plan is stale and was not applied:\n  {why}\nMake a new plan with `kombiform plan --env {} --out FILE`.", p.env);
+                return Ok(1);
+            }
+            p
+        }
+        None => {
+            let p =
+                crate::ops::make_plan(env, &hash, &state, &providers, &live, &args.allow_destroy);
+            if events.is_none() {
+                print!("{}", crate::plan::render::text(&p, color_stdout()));
+            }
+            p
+        }
+    };
+    if !plan.refused.is_empty() {
+        eprintln!("error: {} destructive change(s) were refused; nothing was applied. Consent with --allow-destroy ADDRESS:", plan.refused.len());
+        for a in &plan.refused {
+            eprintln!("  - {a}");
+        }
+        return Ok(3);
+    }
+    if !plan.has_changes() {
+        if events.is_none() {
+            println!("Nothing to apply.");
+        }
+        return Ok(0);
+    }
+    if file.is_none() && !auto_approve && !confirm()? {
+        eprintln!("Apply cancelled.");
+        return Ok(1);
+    }
+    let opts = crate::apply::Options {
+        parallelism: parallelism.max(1),
+        ..crate::apply::Options::default()
+    };
+    let total = plan.changes.len();
+    let done_count = std::sync::atomic::AtomicUsize::new(0);
+    let observe = |e: &crate::apply::Event| match events {
+        Some(EventFormat::Json) => {
+            if let Ok(line) = serde_json::to_string(e) {
+                println!("{line}");
+            }
+        }
+        None => progress(e, &done_count, total),
+    };
+    let report = crate::ops::run_apply(
+        &plan, &providers, &backend, state, &opts, &command, &observe,
+    )?;
+    if events.is_none() {
+        println!("\n{}", apply_summary(&report));
+    } else if let Ok(line) =
+        serde_json::to_string(&serde_json::json!({"event": "summary", "report": report}))
+    {
+        println!("{line}");
+    }
+    Ok(if report.succeeded() { 0 } else { 1 })
+}
+
+fn progress(e: &crate::apply::Event, done: &std::sync::atomic::AtomicUsize, total: usize) {
+    use crate::apply::Event;
+    match e {
+        Event::Started { .. } => {}
+        Event::Done {
+            address,
+            action,
+            elapsed_ms,
+        } => {
+            let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            eprintln!(
+                "[{n}/{total}] {} {address} ({elapsed_ms} ms)",
+                action.as_str()
+            );
+        }
+        Event::Retrying {
+            address,
+            attempt,
+            wait_ms,
+            error,
+        } => {
+            eprintln!(
+                "        retrying {address} in {wait_ms} ms (attempt {attempt} failed: {error})"
+            );
+        }
+        Event::Failed { address, error, .. } => eprintln!("FAILED  {address}: {error}"),
+    }
+}
+
+fn apply_summary(r: &crate::apply::Report) -> String {
+    let mut s = format!(
+        "Apply {}: {} done, {} failed, {} not started ({} ms).",
+        if r.succeeded() { "complete" } else { "stopped" },
+        r.done.len(),
+        r.failed.len(),
+        r.not_started.len(),
+        r.elapsed_ms
+    );
+    for (a, e) in &r.failed {
+        s.push_str(&format!("\n  failed: {a}: {e}"));
+    }
+    if !r.not_started.is_empty() {
+        s.push_str(&format!("\n  not started: {}", r.not_started.join(", ")));
+        s.push_str(
+            "\nRun apply again to finish: completed changes are recorded and will not be repeated.",
+        );
+    }
+    s
+}
+
+fn confirm() -> Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!("apply needs approval, but standard input is not a terminal: review with `kombiform plan` and pass --auto-approve");
+    }
+    print!("\nApply these changes? Only `yes` is accepted: ");
+    std::io::stdout().flush().ok();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the answer")?;
+    Ok(line.trim() == "yes")
+}
+
+fn cmd_state(cmd: StateCommand) -> Result<u8> {
+    use crate::state::StateBackend;
+    match cmd {
+        StateCommand::List { env, state_dir } => {
+            let state = crate::state::LocalBackend::new(&state_dir).load(&env)?;
+            let rows = crate::state::list(&state);
+            for (address, summary) in &rows {
+                println!("{address}  {summary}");
+            }
+            eprintln!("{} resources, serial {}", rows.len(), state.serial);
+            Ok(0)
+        }
+        StateCommand::Show {
+            address,
+            env,
+            state_dir,
+        } => {
+            let state = crate::state::LocalBackend::new(&state_dir).load(&env)?;
+            match crate::state::show(&state, &address) {
+                Some(r) => {
+                    println!("{}", serde_json::to_string_pretty(r)?);
+                    Ok(0)
+                }
+                None => {
+                    eprintln!("error: `{address}` is not in the state of `{env}`");
+                    Ok(1)
+                }
+            }
+        }
+        StateCommand::Unlock { id, env, state_dir } => {
+            let holder = crate::state::LocalBackend::new(&state_dir).unlock(&env, &id)?;
+            println!("unlocked `{env}` (was held by {})", holder.describe());
+            Ok(0)
+        }
+    }
+}
+
+/// Takes the state lock. A lock whose holder ran on this host and whose process no longer
+/// exists (a killed apply) is certainly stale: it is broken, loudly, so that running again
+/// resumes. Any other lock fails fast and names its holder.
+fn take_lock(
+    backend: &crate::state::LocalBackend,
+    env: &str,
+    command: &str,
+) -> std::result::Result<crate::state::LockGuard, crate::state::LockError> {
+    use crate::state::{LockError, StateBackend as _};
+    match backend.lock(env, crate::ops::lock_info(command)) {
+        Err(LockError::Held {
+            holder,
+            process_gone: true,
+            ..
+        }) => {
+            eprintln!(
+                "warning: breaking the stale lock of `{env}` held by {}: that process is gone",
+                holder.describe()
+            );
+            backend.unlock(env, &holder.id).map_err(LockError::Io)?;
+            backend.lock(env, crate::ops::lock_info(command))
+        }
+        other => other,
+    }
 }

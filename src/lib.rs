@@ -18,6 +18,7 @@ pub mod apply;
 pub mod cli;
 pub mod emit;
 pub mod model;
+pub mod ops;
 pub mod plan;
 pub mod providers;
 pub mod services;

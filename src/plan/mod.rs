@@ -199,10 +199,7 @@ pub fn resource_hash(r: &Resource) -> String {
 }
 
 /// What moved between two sets of live hashes: `(address, what)` lines, sorted.
-pub fn moved(
-    before: &BTreeMap<String, String>,
-    after: &BTreeMap<String, String>,
-) -> Vec<String> {
+pub fn moved(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> Vec<String> {
     let mut out = Vec::new();
     for (a, h) in before {
         match after.get(a) {

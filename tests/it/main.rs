@@ -4,6 +4,7 @@
 //! `support` starts real servers for tests; it is not a test module itself.
 
 mod bicep;
+mod deploy;
 mod golden;
 mod health;
 mod kong;
