@@ -42,7 +42,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn main() -> Result<()> {
     let rps = env_u64("SSO_LOAD_RPS", 200);
-    let seconds = env_u64("SSO_LOAD_SECONDS", 30);
+    // `cargo test --all-targets` runs this without `--bench`: a short smoke run then.
+    let full = std::env::args().any(|a| a == "--bench");
+    let seconds = env_u64("SSO_LOAD_SECONDS", if full { 30 } else { 2 });
     let users = 20;
     eprintln!("starting PostgreSQL, PocketBase, fake Zitadel and kombify-sso …");
     let env = Arc::new(SsoEnv::start(30)?);
