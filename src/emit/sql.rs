@@ -523,6 +523,10 @@ pub const QUOTAS: DataTable = DataTable {
         "max_nodes",
         "max_stacks",
         "max_simulations",
+        "rate_limit_second",
+        "rate_limit_minute",
+        "rate_limit_hour",
+        "rate_limit_day",
     ],
     key: 1,
     touch: true,
@@ -666,15 +670,20 @@ pub fn data_rows(env: Env<'_>) -> Vec<TableRows> {
             match env.plan_of(t) {
                 Some(plan) => {
                     let q = plan.quotas.with(&t.quota_overrides);
+                    let r = &plan.rate_limits;
                     row.extend([
                         int(q.max_users),
                         int(q.max_nodes),
                         int(q.max_stacks),
                         int(q.max_simulations),
+                        opt_int(r.second),
+                        opt_int(r.minute),
+                        opt_int(r.hour),
+                        opt_int(r.day),
                     ]);
                 }
                 None => row.extend(
-                    (0..4).map(|_| SqlValue::Invalid("tenant has no known plan".to_string())),
+                    (0..8).map(|_| SqlValue::Invalid("tenant has no known plan".to_string())),
                 ),
             }
             row

@@ -211,7 +211,17 @@ fn changing_a_tenants_plan_changes_exactly_its_rows() -> Result<()> {
         .as_array()
         .map(|a| a.iter().filter_map(|x| x["name"].as_str()).collect())
         .unwrap_or_default();
-    assert!(names.contains(&"max_users"), "{names:?}");
+    for attr in [
+        "max_users",
+        "max_nodes",
+        "rate_limit_second",
+        "rate_limit_minute",
+    ] {
+        assert!(
+            names.contains(&attr),
+            "{attr} missing from the quota change: {names:?}"
+        );
+    }
     let out = lab.apply(&[])?;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let (code, _) = lab.plan_json()?;

@@ -224,9 +224,18 @@ fn model_edits_become_exactly_the_row_changes() -> Result<()> {
             (
                 "postgres.quota.acme".to_string(),
                 Action::Update,
-                ["max_nodes", "max_simulations", "max_stacks", "max_users"]
-                    .map(String::from)
-                    .to_vec()
+                [
+                    "max_nodes",
+                    "max_simulations",
+                    "max_stacks",
+                    "max_users",
+                    "rate_limit_day",
+                    "rate_limit_hour",
+                    "rate_limit_minute",
+                    "rate_limit_second"
+                ]
+                .map(String::from)
+                .to_vec()
             ),
         ]
     );

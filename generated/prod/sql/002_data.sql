@@ -56,21 +56,25 @@ ON CONFLICT (slug) DO UPDATE SET
   updated_at = now()
 WHERE (cur.display_name, cur.plan, cur.zitadel_org_id, cur.instance, cur.status, cur.stripe_customer_id, cur.allow_destroy) IS DISTINCT FROM (EXCLUDED.display_name, EXCLUDED.plan, EXCLUDED.zitadel_org_id, EXCLUDED.instance, EXCLUDED.status, EXCLUDED.stripe_customer_id, EXCLUDED.allow_destroy);
 
-INSERT INTO kombify.quotas AS cur (tenant, max_users, max_nodes, max_stacks, max_simulations)
+INSERT INTO kombify.quotas AS cur (tenant, max_users, max_nodes, max_stacks, max_simulations, rate_limit_second, rate_limit_minute, rate_limit_hour, rate_limit_day)
 VALUES
-  ('acme', 25, 50, 20, 100),
-  ('globex', 800, 1000, 500, 5000),
-  ('hooli', 25, 50, 20, 100),
-  ('initech', 3, 3, 2, 5),
-  ('stark-lab', 3, 5, 2, 5),
-  ('umbrella', 500, 1000, 500, 5000)
+  ('acme', 25, 50, 20, 100, 20, 600, 20000, 200000),
+  ('globex', 800, 1000, 500, 5000, 100, 3000, 100000, 1000000),
+  ('hooli', 25, 50, 20, 100, 20, 600, 20000, 200000),
+  ('initech', 3, 3, 2, 5, NULL, 60, 1000, 5000),
+  ('stark-lab', 3, 5, 2, 5, NULL, 60, 1000, 5000),
+  ('umbrella', 500, 1000, 500, 5000, 100, 3000, 100000, 1000000)
 ON CONFLICT (tenant) DO UPDATE SET
   max_users = EXCLUDED.max_users,
   max_nodes = EXCLUDED.max_nodes,
   max_stacks = EXCLUDED.max_stacks,
   max_simulations = EXCLUDED.max_simulations,
+  rate_limit_second = EXCLUDED.rate_limit_second,
+  rate_limit_minute = EXCLUDED.rate_limit_minute,
+  rate_limit_hour = EXCLUDED.rate_limit_hour,
+  rate_limit_day = EXCLUDED.rate_limit_day,
   updated_at = now()
-WHERE (cur.max_users, cur.max_nodes, cur.max_stacks, cur.max_simulations) IS DISTINCT FROM (EXCLUDED.max_users, EXCLUDED.max_nodes, EXCLUDED.max_stacks, EXCLUDED.max_simulations);
+WHERE (cur.max_users, cur.max_nodes, cur.max_stacks, cur.max_simulations, cur.rate_limit_second, cur.rate_limit_minute, cur.rate_limit_hour, cur.rate_limit_day) IS DISTINCT FROM (EXCLUDED.max_users, EXCLUDED.max_nodes, EXCLUDED.max_stacks, EXCLUDED.max_simulations, EXCLUDED.rate_limit_second, EXCLUDED.rate_limit_minute, EXCLUDED.rate_limit_hour, EXCLUDED.rate_limit_day);
 
 INSERT INTO kombify.flags AS cur (name, description, default_enabled, rollout_percent)
 VALUES

@@ -568,7 +568,8 @@ pub const TABLES: &[TableDef] = &[
     TableDef {
         name: "quotas",
         comment: "-- Quotas: the effective limits (the plan's, with the tenant's overrides applied; written by\n\
-                  -- kombiform) and the usage counters (written only by the services, never by kombiform).\n\
+                  -- kombiform; rate limits per period are what the gateway enforces for the tenant's consumer)\n\
+                  -- and the usage counters (written only by the services, never by kombiform).\n\
                   -- A service reserves one unit atomically, for example:\n\
                   --   UPDATE kombify.quotas SET used_users = used_users + 1\n\
                   --    WHERE tenant = $1 AND used_users < max_users\n\
@@ -587,6 +588,10 @@ pub const TABLES: &[TableDef] = &[
             col("max_simulations", "integer")
                 .not_null()
                 .check("max_simulations >= 0"),
+            col("rate_limit_second", "bigint").check("rate_limit_second > 0"),
+            col("rate_limit_minute", "bigint").check("rate_limit_minute > 0"),
+            col("rate_limit_hour", "bigint").check("rate_limit_hour > 0"),
+            col("rate_limit_day", "bigint").check("rate_limit_day > 0"),
             col("used_users", "integer")
                 .not_null()
                 .default("0")

@@ -71,7 +71,8 @@ CREATE TABLE IF NOT EXISTS kombify.tenants (
 CREATE INDEX IF NOT EXISTS tenants_plan_idx ON kombify.tenants (plan);
 
 -- Quotas: the effective limits (the plan's, with the tenant's overrides applied; written by
--- kombiform) and the usage counters (written only by the services, never by kombiform).
+-- kombiform; rate limits per period are what the gateway enforces for the tenant's consumer)
+-- and the usage counters (written only by the services, never by kombiform).
 -- A service reserves one unit atomically, for example:
 --   UPDATE kombify.quotas SET used_users = used_users + 1
 --    WHERE tenant = $1 AND used_users < max_users
@@ -81,16 +82,20 @@ CREATE INDEX IF NOT EXISTS tenants_plan_idx ON kombify.tenants (plan);
 -- limit from the specs is accepted even below current usage (no new reservations until usage
 -- drops), so used_* is not bounded by max_* in a CHECK.
 CREATE TABLE IF NOT EXISTS kombify.quotas (
-    tenant           text PRIMARY KEY REFERENCES kombify.tenants (slug) ON UPDATE CASCADE ON DELETE CASCADE,
-    max_users        integer NOT NULL CHECK (max_users >= 0),
-    max_nodes        integer NOT NULL CHECK (max_nodes >= 0),
-    max_stacks       integer NOT NULL CHECK (max_stacks >= 0),
-    max_simulations  integer NOT NULL CHECK (max_simulations >= 0),
-    used_users       integer NOT NULL DEFAULT 0 CHECK (used_users >= 0),
-    used_nodes       integer NOT NULL DEFAULT 0 CHECK (used_nodes >= 0),
-    used_stacks      integer NOT NULL DEFAULT 0 CHECK (used_stacks >= 0),
-    used_simulations integer NOT NULL DEFAULT 0 CHECK (used_simulations >= 0),
-    updated_at       timestamptz NOT NULL DEFAULT now()
+    tenant            text PRIMARY KEY REFERENCES kombify.tenants (slug) ON UPDATE CASCADE ON DELETE CASCADE,
+    max_users         integer NOT NULL CHECK (max_users >= 0),
+    max_nodes         integer NOT NULL CHECK (max_nodes >= 0),
+    max_stacks        integer NOT NULL CHECK (max_stacks >= 0),
+    max_simulations   integer NOT NULL CHECK (max_simulations >= 0),
+    rate_limit_second bigint CHECK (rate_limit_second > 0),
+    rate_limit_minute bigint CHECK (rate_limit_minute > 0),
+    rate_limit_hour   bigint CHECK (rate_limit_hour > 0),
+    rate_limit_day    bigint CHECK (rate_limit_day > 0),
+    used_users        integer NOT NULL DEFAULT 0 CHECK (used_users >= 0),
+    used_nodes        integer NOT NULL DEFAULT 0 CHECK (used_nodes >= 0),
+    used_stacks       integer NOT NULL DEFAULT 0 CHECK (used_stacks >= 0),
+    used_simulations  integer NOT NULL DEFAULT 0 CHECK (used_simulations >= 0),
+    updated_at        timestamptz NOT NULL DEFAULT now()
 );
 
 -- Feature flags. A tenant's value: its tenant override, else its plan's override, else true for

@@ -49,16 +49,20 @@ ON CONFLICT (slug) DO UPDATE SET
   updated_at = now()
 WHERE (cur.display_name, cur.plan, cur.zitadel_org_id, cur.instance, cur.status, cur.stripe_customer_id, cur.allow_destroy) IS DISTINCT FROM (EXCLUDED.display_name, EXCLUDED.plan, EXCLUDED.zitadel_org_id, EXCLUDED.instance, EXCLUDED.status, EXCLUDED.stripe_customer_id, EXCLUDED.allow_destroy);
 
-INSERT INTO kombify.quotas AS cur (tenant, max_users, max_nodes, max_stacks, max_simulations)
+INSERT INTO kombify.quotas AS cur (tenant, max_users, max_nodes, max_stacks, max_simulations, rate_limit_second, rate_limit_minute, rate_limit_hour, rate_limit_day)
 VALUES
-  ('acme', 3, 3, 2, 5)
+  ('acme', 3, 3, 2, 5, NULL, 60, 1000, NULL)
 ON CONFLICT (tenant) DO UPDATE SET
   max_users = EXCLUDED.max_users,
   max_nodes = EXCLUDED.max_nodes,
   max_stacks = EXCLUDED.max_stacks,
   max_simulations = EXCLUDED.max_simulations,
+  rate_limit_second = EXCLUDED.rate_limit_second,
+  rate_limit_minute = EXCLUDED.rate_limit_minute,
+  rate_limit_hour = EXCLUDED.rate_limit_hour,
+  rate_limit_day = EXCLUDED.rate_limit_day,
   updated_at = now()
-WHERE (cur.max_users, cur.max_nodes, cur.max_stacks, cur.max_simulations) IS DISTINCT FROM (EXCLUDED.max_users, EXCLUDED.max_nodes, EXCLUDED.max_stacks, EXCLUDED.max_simulations);
+WHERE (cur.max_users, cur.max_nodes, cur.max_stacks, cur.max_simulations, cur.rate_limit_second, cur.rate_limit_minute, cur.rate_limit_hour, cur.rate_limit_day) IS DISTINCT FROM (EXCLUDED.max_users, EXCLUDED.max_nodes, EXCLUDED.max_stacks, EXCLUDED.max_simulations, EXCLUDED.rate_limit_second, EXCLUDED.rate_limit_minute, EXCLUDED.rate_limit_hour, EXCLUDED.rate_limit_day);
 
 -- kombify.flags: no rows.
 
