@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Starts the local environment's servers for `kombiform plan/apply --env local`:
+# PostgreSQL on 127.0.0.1:5432 (database kombify_platform, user postgres, trust auth on
+# loopback) and PocketBase on 127.0.0.1:8090 (automigrate off, superuser
+# admin@kombify.localhost), both with their data under .kombiform/local/.
+# `scripts/local-up.sh stop` stops them. Installs what is missing first.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+root=$PWD
+data=$root/.kombiform/local
+pg_data=/tmp/kombiform-local-pg     # the postgres user must be able to reach it
+pb_password=${POCKETBASE_SUPERUSER_PASSWORD:-kombify-local-dev}
+
+as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+pg_bin() {
+    for d in /usr/local/bin /usr/lib/postgresql/*/bin; do
+        [ -x "$d/$1" ] && { echo "$d/$1"; return; }
+    done
+    echo "$1"
+}
+
+if [ "${1:-}" = stop ]; then
+    [ -f "$data/pocketbase.pid" ] && kill "$(cat "$data/pocketbase.pid")" 2>/dev/null || true
+    rm -f "$data/pocketbase.pid"
+    as_postgres "$(pg_bin pg_ctl)" -D "$pg_data" stop -m fast 2>/dev/null || true
+    echo "stopped"
+    exit 0
+fi
+
+bash scripts/install-test-deps.sh >/dev/null
+mkdir -p "$data"
+
+if ! as_postgres "$(pg_bin pg_ctl)" -D "$pg_data" status >/dev/null 2>&1; then
+    if [ ! -f "$pg_data/PG_VERSION" ]; then
+        mkdir -p "$pg_data"
+        [ "$(id -u)" = 0 ] && chown postgres "$pg_data"
+        as_postgres "$(pg_bin initdb)" -D "$pg_data" -U postgres --auth=trust --no-sync >/dev/null
+    fi
+    as_postgres "$(pg_bin pg_ctl)" -D "$pg_data" -l "$pg_data/server.log" -w \
+        -o "-p 5432 -k /tmp -c listen_addresses=127.0.0.1" start >/dev/null
+fi
+"$(pg_bin psql)" -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'kombify_platform'" \
+    | grep -q 1 || "$(pg_bin createdb)" -h 127.0.0.1 -U postgres kombify_platform
+echo "PostgreSQL: 127.0.0.1:5432, database kombify_platform (data in $pg_data)"
+
+pb=$(command -v pocketbase)
+if ! { [ -f "$data/pocketbase.pid" ] && kill -0 "$(cat "$data/pocketbase.pid")" 2>/dev/null; }; then
+    (cd "$data" && "$pb" superuser upsert admin@kombify.localhost "$pb_password" --dir "$data/pb_data" >/dev/null)
+    (cd "$data" && nohup "$pb" serve --http 127.0.0.1:8090 --dir "$data/pb_data" --automigrate=false \
+        > "$data/pocketbase.log" 2>&1 & echo $! > "$data/pocketbase.pid")
+    for _ in $(seq 50); do curl -fs http://127.0.0.1:8090/api/health >/dev/null && break; sleep 0.2; done
+fi
+echo "PocketBase: http://127.0.0.1:8090 (superuser admin@kombify.localhost; data in $data/pb_data)"
+echo
+echo "Now:  export POCKETBASE_SUPERUSER_PASSWORD=$pb_password PGPASSWORD="
+echo "      kombiform plan --env local && kombiform apply --env local"
