@@ -32,15 +32,12 @@ pub fn spec_hash(inputs: &[Input], dir: &str) -> String {
     plan::hex(&h.finalize())
 }
 
-/// Resolves a secret reference at run time. Key Vault references are read from the
-/// environment variable `KV_<NAME>` (upper case, `-` → `_`), the documented local fallback.
+/// Resolves a secret reference at run time, the same way the services do
+/// (`services::http::secret_variable`: `{env: NAME}` reads `NAME`, `{keyVault: name}` reads
+/// `KV_NAME`). `None` when the variable is not set (an empty value counts as set: a local
+/// PostgreSQL with trust authentication needs no password).
 pub fn resolve_secret(r: &SecretRef) -> Option<String> {
-    match r {
-        SecretRef::Env(name) => std::env::var(name).ok(),
-        SecretRef::KeyVault(name) => {
-            std::env::var(format!("KV_{}", name.to_uppercase().replace('-', "_"))).ok()
-        }
-    }
+    std::env::var(crate::services::http::secret_variable(r)).ok()
 }
 
 /// The providers of an environment, connected.
