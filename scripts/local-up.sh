@@ -20,7 +20,11 @@ pg_bin() {
 }
 
 if [ "${1:-}" = stop ]; then
-    [ -f "$data/pocketbase.pid" ] && kill "$(cat "$data/pocketbase.pid")" 2>/dev/null || true
+    if [ -f "$data/pocketbase.pid" ]; then
+        pid=$(cat "$data/pocketbase.pid")
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    fi
     rm -f "$data/pocketbase.pid"
     as_postgres "$(pg_bin pg_ctl)" -D "$pg_data" stop -m fast 2>/dev/null || true
     echo "stopped"
@@ -46,8 +50,13 @@ echo "PostgreSQL: 127.0.0.1:5432, database kombify_platform (data in $pg_data)"
 pb=$(command -v pocketbase)
 if ! { [ -f "$data/pocketbase.pid" ] && kill -0 "$(cat "$data/pocketbase.pid")" 2>/dev/null; }; then
     (cd "$data" && "$pb" superuser upsert admin@kombify.localhost "$pb_password" --dir "$data/pb_data" >/dev/null)
-    (cd "$data" && nohup "$pb" serve --http 127.0.0.1:8090 --dir "$data/pb_data" --automigrate=false \
-        > "$data/pocketbase.log" 2>&1 & echo $! > "$data/pocketbase.pid")
+    # Started from the data dir (this PocketBase build resolves pb_* relative to the cwd), as a
+    # direct child so that the recorded pid is PocketBase's own.
+    pushd "$data" >/dev/null
+    nohup "$pb" serve --http 127.0.0.1:8090 --dir "$data/pb_data" --automigrate=false \
+        > "$data/pocketbase.log" 2>&1 &
+    echo $! > "$data/pocketbase.pid"
+    popd >/dev/null
     for _ in $(seq 50); do curl -fs http://127.0.0.1:8090/api/health >/dev/null && break; sleep 0.2; done
 fi
 echo "PocketBase: http://127.0.0.1:8090 (superuser admin@kombify.localhost; data in $data/pb_data)"
