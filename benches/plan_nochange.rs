@@ -10,12 +10,16 @@
 //!
 //! PocketBase's import slows down as collections accumulate, so its setup has a time budget
 //! (`KOMBIFORM_PLANBENCH_PB_BUDGET_MIN`, 20 minutes): when even the current per-collection
-//! rate, without further growth, would exceed it, PocketBase is dropped from that size and the
-//! row says so (the measured rate is printed). Without `--bench` (`cargo test --all-targets`)
-//! one run of 20 tenants is a smoke test.
+//! rate, without further growth, would exceed it, the tenants not yet imported are seeded
+//! straight into PocketBase's SQLite database (copies of what PocketBase stored for the first
+//! tenant, ident replaced; needs the `sqlite3` program), and the output says so with the
+//! measured import rate. `KOMBIFORM_PLANBENCH_SEED=0` leaves PocketBase out of such a size
+//! instead. Without `--bench` (`cargo test --all-targets`) one run of 20 tenants is a smoke
+//! test.
 //!
 //! Knobs: `KOMBIFORM_PLANBENCH_SIZES` (comma-separated tenant counts),
-//! `KOMBIFORM_PLANBENCH_CHUNK` (collections per import request), `KOMBIFORM_PLANBENCH_RUNS`.
+//! `KOMBIFORM_PLANBENCH_CHUNK` (collections per import request), `KOMBIFORM_PLANBENCH_RUNS`,
+//! `KOMBIFORM_PLANBENCH_PB_BUDGET_MIN`, `KOMBIFORM_PLANBENCH_SEED`.
 
 #[allow(dead_code)]
 #[path = "../tests/it/support/mod.rs"]
@@ -24,7 +28,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use kombiform::model::Env;
 use kombiform::ops;
@@ -99,6 +103,7 @@ fn run() -> Result<()> {
     let budget = Duration::from_secs(
         60 * env_number("KOMBIFORM_PLANBENCH_PB_BUDGET_MIN", PB_BUDGET_MIN as usize)? as u64,
     );
+    let seed = env_number("KOMBIFORM_PLANBENCH_SEED", 1)? != 0;
     // `ops::connect` resolves the PocketBase password from the environment, as the CLI does.
     // Edition 2021: `set_var` is safe; no other thread runs yet.
     std::env::set_var("POCKETBASE_SUPERUSER_PASSWORD", SUPERUSER_PASSWORD);
@@ -110,14 +115,14 @@ fn run() -> Result<()> {
     );
     let mut rows = Vec::new();
     for &n in &sizes {
-        let row = measure(n, runs, chunk, budget).with_context(|| format!("{n} tenants"))?;
+        let row = measure(n, runs, chunk, budget, seed).with_context(|| format!("{n} tenants"))?;
         rows.push(row);
     }
     print_table(&rows);
     Ok(())
 }
 
-fn measure(n: usize, runs: usize, chunk: usize, budget: Duration) -> Result<Row> {
+fn measure(n: usize, runs: usize, chunk: usize, budget: Duration, seed: bool) -> Result<Row> {
     eprintln!("== {n} tenants: starting servers");
     let pg = Postgres::start()?;
     pg.create_database(DATABASE)?;
@@ -143,12 +148,15 @@ fn measure(n: usize, runs: usize, chunk: usize, budget: Duration) -> Result<Row>
     eprintln!("   PostgreSQL set up in {:.1} s", setup_pg.as_secs_f64());
 
     let started = Instant::now();
-    let pb_note = import_collections(&pb, env, chunk, budget)?;
+    let PbSetup {
+        with_pb,
+        note: pb_note,
+    } = set_up_pocketbase(&pb, env, chunk, budget, seed)?;
     let setup_pb = started.elapsed();
-    let with_pb = pb_note.is_none();
-    match &pb_note {
-        None => eprintln!("   PocketBase set up in {:.1} s", setup_pb.as_secs_f64()),
-        Some(why) => eprintln!("   PocketBase LEFT OUT: {why}"),
+    if with_pb {
+        eprintln!("   PocketBase set up in {:.1} s", setup_pb.as_secs_f64());
+    } else {
+        eprintln!("   PocketBase LEFT OUT of this size");
     }
 
     let state = State::new("local", "bench");
@@ -277,49 +285,36 @@ fn point_at(mut inputs: Vec<Input>, pg: &Postgres, pb: &PocketBase) -> Result<Ve
     Ok(inputs)
 }
 
-/// Imports every collection of `env` in chunks. `Ok(Some(why))` when the budget cannot hold
-/// the import: after each chunk, the remaining collections at the latest chunk's rate (no
-/// further growth assumed, so a lower bound) must fit what is left of `budget`.
-fn import_collections(
+/// How PocketBase was brought to the desired state.
+struct PbSetup {
+    /// PocketBase takes part in the plan.
+    with_pb: bool,
+    /// How, when not all through the import API (or why PocketBase was left out).
+    note: Option<String>,
+}
+
+/// Imports every collection of `env` in chunks through `PUT /api/collections/import`.
+///
+/// After each chunk, the remaining collections at the latest chunk's rate (no further growth
+/// assumed, so a lower bound) must fit what is left of `budget`. When they do not, the rest is
+/// seeded straight into PocketBase's SQLite (see [`seed`]) unless `seed_allowed` is false, in
+/// which case PocketBase is left out of this size.
+fn set_up_pocketbase(
     pb: &PocketBase,
     env: Env<'_>,
     chunk: usize,
     budget: Duration,
-) -> Result<Option<String>> {
+    seed_allowed: bool,
+) -> Result<PbSetup> {
     let all = kombiform::emit::pocketbase::collections(env);
     let total = all.len();
-    let token = pb.superuser_token()?;
-    let agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(3600)))
-            .proxy(None)
-            .build(),
-    );
-    let url = format!("{}/api/collections/import", pb.url());
+    let importer = Importer::new(pb)?;
     let started = Instant::now();
     let mut done = 0usize;
     let mut last_report = Instant::now();
     for part in all.chunks(chunk) {
-        let body = json!({ "collections": part, "deleteMissing": false });
         let t = Instant::now();
-        let mut response = agent
-            .put(&url)
-            .header("Authorization", &token)
-            .content_type("application/json")
-            .send(body.to_string())
-            .with_context(|| format!("PUT {url}"))?;
-        let status = response.status().as_u16();
-        if status != 204 {
-            let text = response
-                .body_mut()
-                .read_to_string()
-                .unwrap_or_else(|e| format!("(unreadable: {e})"));
-            bail!(
-                "PUT {url} ({} collections) answered {status}: {text}",
-                part.len()
-            );
-        }
+        importer.import(part)?;
         let took = t.elapsed();
         done += part.len();
         let per = took.as_secs_f64() / part.len() as f64;
@@ -335,19 +330,248 @@ fn import_collections(
             last_report = Instant::now();
         }
         if done < total && elapsed + remaining > budget {
-            return Ok(Some(format!(
-                "{total} collections cannot be imported within {} min: after {done} in {:.0} s \
-                 the import takes {:.1} ms per collection (and grows with the collections \
+            let why = format!(
+                "importing {total} collections does not fit {} min: after {done} in {:.0} s \
+                 the import takes {:.1} ms per collection (growing with the collections \
                  already there); the remaining {} need at least {:.0} min more",
                 budget.as_secs() / 60,
                 elapsed.as_secs_f64(),
                 per * 1e3,
                 total - done,
                 remaining.as_secs_f64() / 60.0
-            )));
+            );
+            eprintln!("   {why}");
+            if !seed_allowed {
+                return Ok(PbSetup {
+                    with_pb: false,
+                    note: Some(why),
+                });
+            }
+            let how = seed(pb, env, &all, done, &importer)?;
+            return Ok(PbSetup {
+                with_pb: true,
+                note: Some(format!("{why}; so {how}")),
+            });
         }
     }
-    Ok(None)
+    Ok(PbSetup {
+        with_pb: true,
+        note: None,
+    })
+}
+
+/// `PUT /api/collections/import` as the test superuser, with a timeout long enough for big
+/// chunks.
+struct Importer {
+    agent: ureq::Agent,
+    token: String,
+    url: String,
+}
+
+impl Importer {
+    fn new(pb: &PocketBase) -> Result<Importer> {
+        Ok(Importer {
+            agent: ureq::Agent::new_with_config(
+                ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .timeout_global(Some(Duration::from_secs(3600)))
+                    .proxy(None)
+                    .build(),
+            ),
+            token: pb.superuser_token()?,
+            url: format!("{}/api/collections/import", pb.url()),
+        })
+    }
+
+    fn import(&self, collections: &[Value]) -> Result<()> {
+        if collections.is_empty() {
+            return Ok(());
+        }
+        let body = json!({ "collections": collections, "deleteMissing": false });
+        let mut response = self
+            .agent
+            .put(&self.url)
+            .header("Authorization", &self.token)
+            .content_type("application/json")
+            .send(body.to_string())
+            .with_context(|| format!("PUT {}", self.url))?;
+        let status = response.status().as_u16();
+        if status != 204 {
+            let text = response
+                .body_mut()
+                .read_to_string()
+                .unwrap_or_else(|e| format!("(unreadable: {e})"));
+            bail!(
+                "PUT {} ({} collections) answered {status}: {text}",
+                self.url,
+                collections.len()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Seeds the tenants not yet imported straight into PocketBase's `data.db` with the `sqlite3`
+/// program: for each, a copy of what PocketBase itself stored for the first tenant (its
+/// `_collections` rows and its record tables and indexes) with the tenant's ident replaced.
+/// A tenant collection differs from its template only in the ident (the emitter fills one
+/// stencil per template), so the copies are what importing would have stored, bar the
+/// per-collection random auth secrets and timestamps, which are copied.
+///
+/// The server keeps running: `GET /api/collections` lists `_collections` from the database,
+/// so the read sees every seeded collection (the plan checks it: a missing one would be a
+/// `create`). Returns what it did, for the report.
+fn seed(
+    pb: &PocketBase,
+    env: Env<'_>,
+    all: &[Value],
+    imported: usize,
+    importer: &Importer,
+) -> Result<String> {
+    let started = Instant::now();
+    let idents: Vec<String> = env.tenants().map(|t| t.ident()).collect();
+    let first = idents.first().context("no tenants")?;
+    let prefix = |ident: &str| format!("t_{ident}_");
+    let per_tenant = all
+        .iter()
+        .filter(|c| name_of(c).starts_with(&prefix(first)))
+        .count();
+    let globals = all.len() - per_tenant * idents.len();
+    // The emitter's order: globals, then each tenant's collections together, in tenant order.
+    for (i, ident) in idents.iter().enumerate() {
+        for c in &all[globals + i * per_tenant..globals + (i + 1) * per_tenant] {
+            if !name_of(c).starts_with(&prefix(ident)) {
+                bail!(
+                    "collection {} is not where tenant {ident}'s are expected",
+                    name_of(c)
+                );
+            }
+        }
+    }
+    // Finish the tenant the import stopped in (and the first tenant, the template) via the API.
+    let tenants_imported = imported.saturating_sub(globals).div_ceil(per_tenant).max(1);
+    let boundary = globals + tenants_imported * per_tenant;
+    importer.import(&all[imported.min(boundary)..boundary])?;
+
+    let db = pb.dir().join("pb_data").join("data.db");
+    let sqlite3 = sqlite3_program()?;
+    let template = prefix(first);
+    let ddl = run_sqlite(
+        &sqlite3,
+        &db,
+        &format!(
+            "SELECT sql || ';' FROM sqlite_master WHERE tbl_name GLOB '{template}*' \
+             AND sql IS NOT NULL ORDER BY type DESC, name;"
+        ),
+    )?;
+    let columns = [
+        "id",
+        "system",
+        "type",
+        "name",
+        "fields",
+        "indexes",
+        "listRule",
+        "viewRule",
+        "createRule",
+        "updateRule",
+        "deleteRule",
+        "options",
+        "created",
+        "updated",
+    ];
+    let replaced = [
+        "id",
+        "name",
+        "fields",
+        "indexes",
+        "listRule",
+        "viewRule",
+        "createRule",
+        "updateRule",
+        "deleteRule",
+        "options",
+    ];
+    let mut script = String::from(".timeout 60000\nBEGIN;\n");
+    let seeded = &idents[tenants_imported..];
+    for ident in seeded {
+        let to = prefix(ident);
+        script.push_str(&ddl.replace(&template, &to));
+        script.push('\n');
+        let select: Vec<String> = columns
+            .iter()
+            .map(|c| {
+                if replaced.contains(c) {
+                    format!("replace(`{c}`, '{template}', '{to}')")
+                } else {
+                    format!("`{c}`")
+                }
+            })
+            .collect();
+        script.push_str(&format!(
+            "INSERT INTO _collections ({}) SELECT {} FROM _collections WHERE name GLOB '{template}*';\n",
+            columns.map(|c| format!("`{c}`")).join(", "),
+            select.join(", ")
+        ));
+    }
+    script.push_str("COMMIT;\n");
+    run_sqlite(&sqlite3, &db, &script)?;
+    let how = format!(
+        "{} collections ({} tenants) were imported through the API and the other {} \
+         ({} tenants) seeded into SQLite as copies of tenant {first}'s in {:.1} s",
+        boundary,
+        tenants_imported,
+        seeded.len() * per_tenant,
+        seeded.len(),
+        started.elapsed().as_secs_f64()
+    );
+    eprintln!("   {how}");
+    Ok(how)
+}
+
+fn name_of(c: &Value) -> &str {
+    c.get("name").and_then(Value::as_str).unwrap_or_default()
+}
+
+/// The `sqlite3` command-line program.
+fn sqlite3_program() -> Result<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join("sqlite3"))
+        .find(|p| p.is_file())
+        .context("sqlite3 not found on PATH (needed to seed PocketBase at this size): run `apt-get install sqlite3`")
+}
+
+/// Runs `script` through `sqlite3 <db>` on stdin; returns stdout.
+fn run_sqlite(sqlite3: &std::path::Path, db: &std::path::Path, script: &str) -> Result<String> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(sqlite3)
+        .arg("-batch")
+        .arg("-bail")
+        .arg(db)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", sqlite3.display()))?;
+    let mut stdin = child.stdin.take().context("no stdin for sqlite3")?;
+    let text = script.to_string();
+    // Write from a thread so a full stdout pipe cannot deadlock the two.
+    let writer = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
+    let out = child.wait_with_output().context("waiting for sqlite3")?;
+    writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the sqlite3 writer panicked"))?
+        .context("writing the script to sqlite3")?;
+    if !out.status.success() {
+        bail!(
+            "sqlite3 {} failed with {}: {}",
+            db.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn print_table(rows: &[Row]) {
@@ -391,11 +615,13 @@ fn print_table(rows: &[Row]) {
         );
     }
     for r in rows {
-        if let Some(why) = &r.pb_note {
-            println!(
+        match (&r.pb_note, r.with_pb) {
+            (Some(why), false) => println!(
                 "NOTE {} tenants: PostgreSQL only — PocketBase left out: {why}",
                 r.tenants
-            );
+            ),
+            (Some(how), true) => println!("NOTE {} tenants: PocketBase setup: {how}", r.tenants),
+            (None, _) => {}
         }
     }
 }
