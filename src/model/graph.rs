@@ -12,7 +12,7 @@ use petgraph::algo::toposort;
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use super::naming;
-use super::types::{Access, Env, FieldKind, InstanceMode, KongEdition, Scope};
+use super::types::{Env, FieldKind, InstanceMode, KongEdition, Scope};
 
 /// The system a resource lives in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -266,7 +266,7 @@ pub fn build(env: Env<'_>) -> Graph {
         let kv = g.node(Target::Azure, "keyvault", &naming::key_vault(p));
         let id = g.node(Target::Azure, "identity", &naming::identity(p));
         g.edge(id, kv);
-        let st = g.node(Target::Azure, "storage", &naming::storage_account(p));
+        g.node(Target::Azure, "storage", &naming::storage_account(p));
         let cae = g.node(Target::Azure, "containerenv", &naming::container_env(p));
         g.edge(logs, cae);
         let pg = g.node(Target::Azure, "postgres", &naming::postgres_server(p));
@@ -328,7 +328,6 @@ pub fn build(env: Env<'_>) -> Graph {
             g.edge(alerts, n);
             g.edge(logs, n);
         }
-        let _ = st;
         if p.front_door.is_some() {
             let prof = g.node(Target::Azure, "frontdoor", &naming::front_door(p));
             let ep = g.node(Target::Azure, "frontdoor-endpoint", "api");
@@ -363,7 +362,6 @@ pub fn build(env: Env<'_>) -> Graph {
         let ca = g.node(Target::Kong, "ca_certificate", "upstream-ca");
         (c, ca)
     });
-    let mut acl_plans = false;
     for s in p.services.iter().filter(|s| s.enabled) {
         let ks = g.node(Target::Kong, "service", &s.name);
         if let Some(&a) = apps.get(s.name.as_str()) {
@@ -376,7 +374,6 @@ pub fn build(env: Env<'_>) -> Graph {
         for r in &s.routes {
             let kr = g.node(Target::Kong, "route", &r.name);
             g.edge(ks, kr);
-            acl_plans |= r.access == Access::Authenticated;
         }
     }
     if p.kong.edition == KongEdition::Enterprise {
@@ -394,7 +391,6 @@ pub fn build(env: Env<'_>) -> Graph {
             g.edge(cg, c);
         }
     }
-    let _ = acl_plans;
 
     // PocketBase.
     let mut global = HashMap::new();

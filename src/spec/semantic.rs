@@ -1097,9 +1097,6 @@ fn check_plan(l: &Located<crate::model::Plan>, diags: &mut Vec<Diagnostic>) {
         l.label(&["spec", "simulation", "memoryMbPerSimulation"]),
         diags,
     );
-    if s.max_concurrent > 0 && !p.has(PlanFeature::Simulations) && p.name != "free" {
-        // Free plans may run a simulation without the feature; other plans must opt in.
-    }
 }
 
 fn check_tenants(
