@@ -983,14 +983,17 @@ mod tests {
         let m = model();
         let sql = data(&m, "prod");
         // acme has pro's quotas; globex overrides maxUsers to 800; stark-lab maxNodes to 5.
-        assert_eq!(row(&sql, "quotas", "acme"), "  ('acme', 25, 50, 20, 100)");
+        assert_eq!(
+            row(&sql, "quotas", "acme"),
+            "  ('acme', 25, 50, 20, 100, 20, 600, 20000, 200000)"
+        );
         assert_eq!(
             row(&sql, "quotas", "globex"),
-            "  ('globex', 800, 1000, 500, 5000)"
+            "  ('globex', 800, 1000, 500, 5000, 100, 3000, 100000, 1000000)"
         );
         assert_eq!(
             row(&sql, "quotas", "stark-lab"),
-            "  ('stark-lab', 3, 5, 2, 5)"
+            "  ('stark-lab', 3, 5, 2, 5, NULL, 60, 1000, 5000)"
         );
         assert_eq!(
             row(&sql, "tenants", "initech"),

@@ -525,7 +525,9 @@ mod tests {
         assert_eq!(
             Value::Object(quota.attrs.clone()),
             json!({"tenant": "globex", "max_users": 800, "max_nodes": 1000,
-                   "max_stacks": 500, "max_simulations": 5000})
+                   "max_stacks": 500, "max_simulations": 5000,
+                   "rate_limit_second": 100, "rate_limit_minute": 3000,
+                   "rate_limit_hour": 100000, "rate_limit_day": 1000000})
         );
         assert_eq!(
             quota.depends_on,

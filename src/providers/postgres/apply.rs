@@ -436,12 +436,18 @@ mod tests {
         assert_eq!(
             up,
             "INSERT INTO kombify.quotas AS cur (tenant, max_users, max_nodes, max_stacks, \
-             max_simulations) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant) DO UPDATE SET \
-             max_users = EXCLUDED.max_users, max_nodes = EXCLUDED.max_nodes, \
+             max_simulations, rate_limit_second, rate_limit_minute, rate_limit_hour, \
+             rate_limit_day) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (tenant) \
+             DO UPDATE SET max_users = EXCLUDED.max_users, max_nodes = EXCLUDED.max_nodes, \
              max_stacks = EXCLUDED.max_stacks, max_simulations = EXCLUDED.max_simulations, \
-             updated_at = now() WHERE (cur.max_users, cur.max_nodes, cur.max_stacks, \
-             cur.max_simulations) IS DISTINCT FROM (EXCLUDED.max_users, EXCLUDED.max_nodes, \
-             EXCLUDED.max_stacks, EXCLUDED.max_simulations)"
+             rate_limit_second = EXCLUDED.rate_limit_second, rate_limit_minute = \
+             EXCLUDED.rate_limit_minute, rate_limit_hour = EXCLUDED.rate_limit_hour, \
+             rate_limit_day = EXCLUDED.rate_limit_day, updated_at = now() WHERE \
+             (cur.max_users, cur.max_nodes, cur.max_stacks, cur.max_simulations, \
+             cur.rate_limit_second, cur.rate_limit_minute, cur.rate_limit_hour, \
+             cur.rate_limit_day) IS DISTINCT FROM (EXCLUDED.max_users, EXCLUDED.max_nodes, \
+             EXCLUDED.max_stacks, EXCLUDED.max_simulations, EXCLUDED.rate_limit_second, \
+             EXCLUDED.rate_limit_minute, EXCLUDED.rate_limit_hour, EXCLUDED.rate_limit_day)"
         );
         assert!(!up.contains("used_"));
         assert_eq!(
