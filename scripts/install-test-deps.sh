@@ -59,6 +59,14 @@ if ! initdb_path=$(find_initdb); then
 fi
 say "PostgreSQL server binaries: $(dirname "$initdb_path")"
 
+# --- openssl (the SSO tests make RSA keys with it) -------------------------------------------
+if ! command -v openssl >/dev/null 2>&1; then
+    say "openssl missing: apt-get install openssl"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl
+fi
+say "openssl: $(openssl version)"
+
 # --- The OS user PostgreSQL runs as (it refuses to run as root) ----------------------------
 if ! id -u postgres >/dev/null 2>&1; then
     say "creating OS user postgres"
