@@ -428,10 +428,7 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 }
 
 fn load_dir(dir: &Path) -> Result<(Loaded, usize)> {
-    let inputs = read_specs(dir)?;
-    let n = inputs.len();
-    let loaded = load(inputs);
-    let _ = n;
+    let loaded = load(read_specs(dir)?);
     let docs = loaded.model.as_ref().map_or(0, |m| {
         m.platforms.len() + m.plans.len() + m.tenants.len() + m.flags.len() + m.collections.len()
     });

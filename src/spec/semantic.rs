@@ -24,7 +24,6 @@ use crate::model::{
 pub fn check(docs: Documents, diags: &mut Vec<Diagnostic>) -> Model {
     let before = diags.len();
     let model = check_all(
-        &docs.broken,
         docs.platforms,
         docs.plans,
         docs.tenants,
@@ -56,7 +55,6 @@ pub fn check(docs: Documents, diags: &mut Vec<Diagnostic>) -> Model {
 
 #[allow(clippy::too_many_arguments)]
 fn check_all(
-    _broken: &std::collections::HashSet<(String, String)>,
     platforms: Vec<Located<Platform>>,
     plans: Vec<Located<crate::model::Plan>>,
     tenants: Vec<Located<crate::model::Tenant>>,
