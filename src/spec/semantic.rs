@@ -53,7 +53,6 @@ pub fn check(docs: Documents, diags: &mut Vec<Diagnostic>) -> Model {
     model
 }
 
-#[allow(clippy::too_many_arguments)]
 fn check_all(
     platforms: Vec<Located<Platform>>,
     plans: Vec<Located<crate::model::Plan>>,
