@@ -8,7 +8,7 @@ bash scripts/install-test-deps.sh
 
 echo "== cargo fmt --all -- --check"
 cargo fmt --all -- --check
-echo "== cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets -- -D warnings
-echo "== cargo test --all-targets"
-cargo test --all-targets
+echo "== cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo test --workspace --all-targets"
+cargo test --workspace --all-targets

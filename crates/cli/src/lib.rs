@@ -1,0 +1,11 @@
+//! The `kombiform` command: arguments, files, printing and exit codes over the pipeline
+//! crates (`kombiform_spec` → `kombiform_model` → `kombiform_emit`) and the deploy engine
+//! (`kombiform_engine`).
+//!
+//! The only crate (with the service binaries) that prints. A library as well as a binary so
+//! that integration tests and benchmarks can call [`cli::read_specs`] and friends.
+//!
+//! Not here: any compiling, planning or applying of its own; it never depends on the
+//! services (no web server or JWT crate in the `kombiform` build).
+
+pub mod cli;

@@ -1,0 +1,454 @@
+//! `plan` and `apply` end to end: the `kombiform` binary against a real PostgreSQL and a
+//! real PocketBase, with the example specs' `local` environment pointed at them.
+//!
+//! Each test gets its own servers, spec copy and state directory. The binary runs as a
+//! child process, so tests can kill it (-9) mid-apply and run two at once.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+use kombiform_test_support::pocketbase::{PocketBase, SUPERUSER_EMAIL, SUPERUSER_PASSWORD};
+use kombiform_test_support::postgres::Postgres;
+
+struct Lab {
+    pg: Postgres,
+    pb: PocketBase,
+    dir: tempfile::TempDir,
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let target = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &target)?;
+        } else {
+            std::fs::copy(e.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+impl Lab {
+    fn start() -> Result<Lab> {
+        let pg = Postgres::start()?;
+        pg.create_database("kombify_platform")?;
+        let pb = PocketBase::start()?;
+        let dir = tempfile::tempdir()?;
+        let specs = dir.path().join("specs");
+        copy_dir(&kombiform_test_support::example_specs_dir(), &specs)?;
+        let local = specs.join("platform/local.yaml");
+        let text = std::fs::read_to_string(&local)?;
+        let text = text
+            .replace("    port: 5432\n", &format!("    port: {}\n", pg.port()))
+            .replace(
+                "  pocketbase:\n    url: http://127.0.0.1:8090\n    superuserEmail: admin@kombify.localhost",
+                &format!("  pocketbase:\n    url: {}\n    superuserEmail: {SUPERUSER_EMAIL}", pb.url()),
+            );
+        anyhow::ensure!(
+            text.contains(&pb.url()),
+            "could not point local.yaml at the test PocketBase"
+        );
+        std::fs::write(&local, text)?;
+        Ok(Lab { pg, pb, dir })
+    }
+
+    fn specs(&self) -> PathBuf {
+        self.dir.path().join("specs")
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kombiform"));
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env("POCKETBASE_SUPERUSER_PASSWORD", SUPERUSER_PASSWORD)
+            .env("PGPASSWORD", "")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Result<Output> {
+        self.cmd(args).output().context("running kombiform")
+    }
+
+    fn apply(&self, extra: &[&str]) -> Result<Output> {
+        let mut args = vec!["apply", "--env", "local", "--auto-approve"];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
+    fn plan_json(&self) -> Result<(i32, Value)> {
+        let out = self.run(&["plan", "--env", "local", "--json"])?;
+        let v: Value = serde_json::from_slice(&out.stdout).with_context(|| {
+            format!(
+                "plan --json printed no JSON: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+        Ok((out.status.code().unwrap_or(-1), v))
+    }
+
+    fn edit(&self, file: &str, from: &str, to: &str) -> Result<()> {
+        let path = self.specs().join(file);
+        let text = std::fs::read_to_string(&path)?;
+        anyhow::ensure!(text.contains(from), "{file} has no `{from}`");
+        std::fs::write(&path, text.replacen(from, to, 1))?;
+        Ok(())
+    }
+
+    fn sql(&self, query: &str) -> Result<Vec<postgres::Row>> {
+        let mut c = self.pg.connect("kombify_platform")?;
+        Ok(c.query(query, &[])?)
+    }
+
+    fn collections(&self) -> Result<Vec<String>> {
+        let token = self.pb.superuser_token()?;
+        let mut res = self
+            .pb
+            .agent()
+            .get(format!("{}/api/collections?perPage=1000", self.pb.url()))
+            .header("Authorization", &token)
+            .call()?;
+        let v: Value = res.body_mut().read_json()?;
+        let mut names: Vec<String> = v["items"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|c| c["system"] != Value::Bool(true))
+                    .filter_map(|c| c["name"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        Ok(names)
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn addresses(plan: &Value) -> Vec<String> {
+    let mut v: Vec<String> = plan["changes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c["address"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn apply_from_empty_then_nothing_to_do_and_audited() -> Result<()> {
+    let lab = Lab::start()?;
+    let (code, plan) = lab.plan_json()?;
+    assert_eq!(code, 2, "{plan}");
+    assert!(plan["changes"].as_array().is_some_and(|c| c.len() > 30));
+    let out = lab.apply(&[])?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (code, plan) = lab.plan_json()?;
+    assert_eq!(
+        code,
+        0,
+        "a second plan must be clean: {}",
+        addresses(&plan).join("\n")
+    );
+    assert!(lab.collections()?.contains(&"t_acme_nodes".to_string()));
+    let rows = lab.sql("SELECT result FROM kombify.audit_log WHERE action = 'apply'")?;
+    assert_eq!(rows.len(), 1, "one audit row in PostgreSQL");
+    let audit = std::fs::read_to_string(lab.dir.path().join(".kombiform/audit/local.jsonl"))?;
+    assert_eq!(
+        audit.lines().count(),
+        1,
+        "one audit record in the state backend"
+    );
+    let listed = lab.run(&["state", "list", "--env", "local"])?;
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("pocketbase.collection.t_acme_users"));
+    Ok(())
+}
+
+#[test]
+fn changing_a_tenants_plan_changes_exactly_its_rows() -> Result<()> {
+    let lab = Lab::start()?;
+    let out = lab.apply(&[])?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    lab.edit(
+        "tenants.yaml",
+        "name: acme\nspec:\n  displayName: ACME Homelabs GmbH\n  plan: pro",
+        "name: acme\nspec:\n  displayName: ACME Homelabs GmbH\n  plan: enterprise",
+    )?;
+    let (code, plan) = lab.plan_json()?;
+    assert_eq!(code, 2);
+    assert_eq!(
+        addresses(&plan),
+        vec![
+            "postgres.quota.acme".to_string(),
+            "postgres.tenant.acme".to_string()
+        ]
+    );
+    let quota = plan["changes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["address"] == "postgres.quota.acme"))
+        .cloned()
+        .unwrap_or_default();
+    let names: Vec<&str> = quota["attrs"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x["name"].as_str()).collect())
+        .unwrap_or_default();
+    for attr in [
+        "max_users",
+        "max_nodes",
+        "rate_limit_second",
+        "rate_limit_minute",
+    ] {
+        assert!(
+            names.contains(&attr),
+            "{attr} missing from the quota change: {names:?}"
+        );
+    }
+    let out = lab.apply(&[])?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (code, _) = lab.plan_json()?;
+    assert_eq!(code, 0);
+    let rows = lab.sql("SELECT max_users FROM kombify.quotas WHERE tenant = 'acme'")?;
+    assert_eq!(rows.first().map(|r| r.get::<_, i32>(0)), Some(500));
+    Ok(())
+}
+
+#[test]
+fn removing_a_tenant_needs_consent_and_removes_only_its_data() -> Result<()> {
+    let lab = Lab::start()?;
+    let out = lab.apply(&[])?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let tenants = lab.specs().join("tenants.yaml");
+    let t = std::fs::read_to_string(&tenants)?;
+    let start = t
+        .find("---\napiVersion: kombify.io/v1\nkind: Tenant\nmetadata:\n  name: stark-lab")
+        .context("stark-lab")?;
+    let end = t[start + 4..]
+        .find("---\n")
+        .map_or(t.len(), |i| start + 4 + i);
+    std::fs::write(&tenants, format!("{}{}", &t[..start], &t[end..]))?;
+    let before = lab.collections()?;
+
+    let (code, plan) = lab.plan_json()?;
+    assert_eq!(code, 3, "blocked by the guard");
+    assert!(plan["refused"].as_array().is_some_and(|r| !r.is_empty()));
+    let out = lab.apply(&[])?;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(
+        lab.collections()?,
+        before,
+        "a refused apply changes nothing"
+    );
+
+    let out = lab.apply(&[
+        "--allow-destroy",
+        "postgres.tenant.stark-lab",
+        "--allow-destroy",
+        "postgres.quota.stark-lab",
+        "--allow-destroy",
+        "pocketbase.collection.t_stark_lab_*",
+    ])?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let after = lab.collections()?;
+    let gone: Vec<&String> = before.iter().filter(|c| !after.contains(c)).collect();
+    assert!(
+        !gone.is_empty() && gone.iter().all(|c| c.starts_with("t_stark_lab_")),
+        "{gone:?}"
+    );
+    assert_eq!(before.len() - gone.len(), after.len());
+    assert!(lab
+        .sql("SELECT 1 FROM kombify.tenants WHERE slug = 'stark-lab'")?
+        .is_empty());
+    assert_eq!(
+        lab.sql("SELECT 1 FROM kombify.tenants WHERE slug = 'acme'")?
+            .len(),
+        1
+    );
+    let (code, _) = lab.plan_json()?;
+    assert_eq!(code, 0);
+    Ok(())
+}
+
+/// Starts `apply` with JSON events and kills it (-9) after `n` completed changes.
+fn apply_and_kill_after(lab: &Lab, n: usize) -> Result<usize> {
+    let mut child: Child = lab
+        .cmd(&[
+            "apply",
+            "--env",
+            "local",
+            "--auto-approve",
+            "--parallelism",
+            "1",
+            "--events",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut done = 0;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        if line.contains("\"event\":\"done\"") {
+            done += 1;
+            if done >= n {
+                child.kill()?; // SIGKILL
+                break;
+            }
+        }
+    }
+    child.wait()?;
+    Ok(done)
+}
+
+#[test]
+fn a_killed_apply_is_resumed_by_running_again() -> Result<()> {
+    // The end state of an uninterrupted run, to compare against.
+    let reference = Lab::start()?;
+    let (_, plan) = reference.plan_json()?;
+    let total = plan["changes"].as_array().map_or(0, Vec::len);
+    assert!(total > 30);
+    let out = reference.apply(&[])?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (_, clean) = reference.plan_json()?;
+    let want: BTreeMap<String, Value> = serde_json::from_value(clean["live_hashes"].clone())?;
+
+    for kill_after in [1, total / 2, total - 2] {
+        let lab = Lab::start()?;
+        let done = apply_and_kill_after(&lab, kill_after)?;
+        assert!(
+            done >= kill_after.min(total),
+            "killed after {done} of {kill_after}"
+        );
+        let (code, _) = lab.plan_json()?;
+        assert_eq!(code, 2, "work remains after the kill at {kill_after}");
+        let out = lab.apply(&[])?;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "resume after {kill_after}: {}",
+            text(&out)
+        );
+        let (code, after) = lab.plan_json()?;
+        assert_eq!(code, 0, "clean after resuming from {kill_after}");
+        let got: BTreeMap<String, Value> = serde_json::from_value(after["live_hashes"].clone())?;
+        assert_eq!(got, want, "end state after a kill at {kill_after} differs");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_second_apply_fails_fast_on_the_lock_and_names_the_holder() -> Result<()> {
+    let lab = Lab::start()?;
+    let mut first = lab
+        .cmd(&[
+            "apply",
+            "--env",
+            "local",
+            "--auto-approve",
+            "--parallelism",
+            "1",
+            "--events",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let pid = first.id();
+    let mut lines = BufReader::new(first.stdout.take().context("no stdout")?).lines();
+    // Once the first apply reports progress it holds the lock: freeze it there.
+    for line in lines.by_ref() {
+        if line?.contains("\"event\":\"started\"") {
+            break;
+        }
+    }
+    let _ = Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .status();
+    let t0 = Instant::now();
+    let second = lab.apply(&[])?;
+    let waited = t0.elapsed();
+    let _ = Command::new("kill")
+        .args(["-CONT", &pid.to_string()])
+        .status();
+    for _ in lines.by_ref() {}
+    let status = first.wait()?;
+    assert_eq!(second.status.code(), Some(1), "{}", text(&second));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains(&pid.to_string()),
+        "the error names the holder's pid: {err}"
+    );
+    assert!(err.contains("state unlock"), "{err}");
+    assert!(
+        waited < Duration::from_secs(10),
+        "fails fast, took {waited:?}"
+    );
+    assert!(status.success(), "the first apply completes");
+    Ok(())
+}
+
+#[test]
+fn out_of_band_changes_show_as_drift_and_stale_plans_are_refused() -> Result<()> {
+    let lab = Lab::start()?;
+    let out = lab.apply(&[])?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let plan_file = lab.dir.path().join("saved.plan.json");
+    lab.edit(
+        "flags.yaml",
+        "  default: false\n  rolloutPercent: 25",
+        "  default: false\n  rolloutPercent: 30",
+    )?;
+    let out = lab.run(&[
+        "plan",
+        "--env",
+        "local",
+        "--out",
+        &plan_file.display().to_string(),
+    ])?;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
+    // Someone edits the database directly.
+    lab.sql("UPDATE kombify.plans SET max_users = 999 WHERE name = 'pro'")?;
+    let (code, plan) = lab.plan_json()?;
+    assert_eq!(code, 2);
+    let pro = plan["changes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["address"] == "postgres.plan.pro"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(pro["drift"], Value::Bool(true), "{pro}");
+
+    let out = lab.run(&["apply", &plan_file.display().to_string()])?;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("stale") && err.contains("postgres.plan.pro"),
+        "{err}"
+    );
+    let rows = lab.sql("SELECT rollout_percent FROM kombify.flags WHERE name = 'new-dashboard'")?;
+    assert_eq!(
+        rows.first().map(|r| r.get::<_, Option<i16>>(0)),
+        Some(Some(25)),
+        "nothing applied"
+    );
+    Ok(())
+}

@@ -1,0 +1,612 @@
+//! Integration tests of the Bicep emitter: every generated file parses with the tree-sitter
+//! Bicep grammar, every deployment stays within ARM's limits at 1, 1,000 and 10,000 dedicated
+//! tenants, secrets stay references, api-versions are the pinned ones, and adding a tenant
+//! changes one file.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use kombiform_emit::{bicep, Files};
+use kombiform_model::{EnvValue, InstanceMode, Model, SecretRef, TenantStatus};
+use tree_sitter::{Node, Parser, Tree};
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+use kombiform_test_support::example_model as example;
+
+/// The example model with `total` synthetic tenants added, `dedicated` of them dedicated
+/// (enterprise plan), the rest shared; the example's own dedicated tenants are made shared so
+/// that the count is exact.
+fn synthetic(total: usize, dedicated: usize) -> Model {
+    let mut m = example();
+    for t in &mut m.tenants {
+        t.instance = InstanceMode::Shared;
+    }
+    let template = m
+        .tenants
+        .iter()
+        .find(|t| t.plan == "enterprise")
+        .cloned()
+        .expect("the example has an enterprise tenant");
+    for i in 0..total {
+        let mut t = template.clone();
+        t.slug = format!("t{i:05}");
+        t.display_name = format!("Tenant {i}");
+        t.zitadel_org_id = (300_000_000_000_000_000u64 + i as u64).to_string();
+        t.environments = Vec::new();
+        t.status = TenantStatus::Active;
+        t.plan = "enterprise".to_string();
+        // Spread dedicated tenants evenly over the slugs.
+        let step = (total / dedicated.max(1)).max(1);
+        t.instance = if dedicated > 0 && i % step == 0 && i / step < dedicated {
+            InstanceMode::Dedicated
+        } else {
+            InstanceMode::Shared
+        };
+        m.tenants.push(t);
+    }
+    m.tenants.sort_by(|a, b| a.slug.cmp(&b.slug));
+    m
+}
+
+fn bicep_files(m: &Model) -> Files {
+    let mut files = Files::new();
+    for env in m.envs() {
+        bicep::emit(env, &mut files);
+    }
+    files
+}
+
+fn parse(source: &str) -> Tree {
+    let mut parser = Parser::new();
+    parser
+        .set_language(&tree_sitter_bicep::LANGUAGE.into())
+        .expect("the Bicep grammar loads");
+    parser
+        .parse(source, None)
+        .expect("the parser returns a tree")
+}
+
+/// Every ERROR and MISSING node of a Bicep source, as `line:column: problem`.
+fn syntax_errors(source: &str) -> Vec<String> {
+    fn visit(node: Node<'_>, source: &str, out: &mut Vec<String>) {
+        if node.is_error() || node.is_missing() {
+            let at = node.start_position();
+            let text: String = source
+                .get(node.byte_range())
+                .unwrap_or("")
+                .chars()
+                .take(60)
+                .collect();
+            let what = if node.is_missing() {
+                format!("missing `{}`", node.kind())
+            } else {
+                format!("cannot parse `{text}`")
+            };
+            out.push(format!("{}:{}: {what}", at.row + 1, at.column + 1));
+        }
+        if node.has_error() {
+            let mut cursor = node.walk();
+            for child in node.children(&mut cursor) {
+                visit(child, source, out);
+            }
+        }
+    }
+    let tree = parse(source);
+    let mut out = Vec::new();
+    visit(tree.root_node(), source, &mut out);
+    out
+}
+
+fn text<'s>(node: Node<'_>, source: &'s str) -> &'s str {
+    source.get(node.byte_range()).unwrap_or("")
+}
+
+fn is_existing(decl: Node<'_>) -> bool {
+    let mut cursor = decl.walk();
+    let found = decl.children(&mut cursor).any(|c| c.kind() == "existing");
+    found
+}
+
+/// The value of a resource or module declaration (its object, loop or condition).
+fn decl_value(decl: Node<'_>) -> Option<Node<'_>> {
+    let last = u32::try_from(decl.named_child_count().checked_sub(1)?).ok()?;
+    decl.named_child(last)
+}
+
+/// Resources a file deploys, as ARM counts them: each `resource` (also `existing` ones, to
+/// be safe) and `module` declaration, loops expanded. A loop must run over a `var` array
+/// literal or `range(start, count)` in the same file, or the count fails.
+fn resource_count(source: &str) -> usize {
+    let tree = parse(source);
+    let root = tree.root_node();
+    let mut arrays: HashMap<&str, usize> = HashMap::new();
+    let mut cursor = root.walk();
+    for decl in root.named_children(&mut cursor) {
+        if decl.kind() != "variable_declaration" {
+            continue;
+        }
+        if let (Some(name), Some(value)) = (decl.named_child(0), decl.named_child(1)) {
+            if value.kind() == "array" {
+                let mut c = value.walk();
+                let items = value
+                    .named_children(&mut c)
+                    .filter(|n| n.kind() != "comment" && n.kind() != "decorators")
+                    .count();
+                arrays.insert(text(name, source), items);
+            }
+        }
+    }
+    let mut count = 0;
+    let mut cursor = root.walk();
+    for decl in root.named_children(&mut cursor) {
+        if decl.kind() != "resource_declaration" && decl.kind() != "module_declaration" {
+            continue;
+        }
+        let value = decl_value(decl).expect("a declaration has a value");
+        if value.kind() != "for_statement" {
+            count += 1;
+            continue;
+        }
+        let body = value.child_by_field_name("body").map(|n| n.id());
+        let init = value.child_by_field_name("initializer").map(|n| n.id());
+        let mut c = value.walk();
+        let iterable = value
+            .named_children(&mut c)
+            .find(|n| {
+                Some(n.id()) != body
+                    && Some(n.id()) != init
+                    && n.kind() != "for_loop_parameters"
+                    && n.kind() != "comment"
+            })
+            .expect("a loop iterates over something");
+        let source_text = text(iterable, source);
+        let n = match iterable.kind() {
+            "identifier" => *arrays
+                .get(source_text)
+                .unwrap_or_else(|| panic!("cannot count the loop over `{source_text}`")),
+            "call_expression" if source_text.starts_with("range(") => source_text
+                .trim_start_matches("range(")
+                .trim_end_matches(')')
+                .split(',')
+                .nth(1)
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or_else(|| panic!("cannot count the loop over `{source_text}`")),
+            _ => panic!("cannot count the loop over `{source_text}`"),
+        };
+        count += n;
+    }
+    count
+}
+
+/// The keys of an object node's properties.
+fn object_keys<'s>(object: Node<'_>, source: &'s str) -> Vec<&'s str> {
+    let mut cursor = object.walk();
+    let keys = object
+        .named_children(&mut cursor)
+        .filter(|p| p.kind() == "object_property")
+        .filter_map(|p| p.named_child(0))
+        .map(|k| text(k, source).trim_matches('\''))
+        .collect();
+    keys
+}
+
+fn bicep_paths(files: &Files) -> impl Iterator<Item = (&String, &String)> {
+    files.iter().filter(|(p, _)| p.ends_with(".bicep"))
+}
+
+// ---------------------------------------------------------------------------------------
+// The grammar check
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn the_syntax_check_catches_broken_files() {
+    assert_eq!(
+        syntax_errors("param p string = 'ok'\n"),
+        Vec::<String>::new()
+    );
+    let unclosed = "resource x 'Microsoft.App/containerApps@2025-07-01' = {\n  name: 'a'\n";
+    let errors = syntax_errors(unclosed);
+    assert!(!errors.is_empty(), "an unclosed object must be reported");
+    let bad_quote = "var v = {\n  name: 'O'Reilly'\n}\n";
+    assert!(
+        !syntax_errors(bad_quote).is_empty(),
+        "an unescaped quote must be reported"
+    );
+    let stray = "module m 'm.bicep' = {\n  params: {\n    a: [\n  }\n}\n";
+    let errors = syntax_errors(stray);
+    assert!(
+        errors.iter().all(|e| e.contains(':')),
+        "errors carry a position: {errors:?}"
+    );
+    assert!(!errors.is_empty());
+}
+
+#[test]
+fn every_generated_file_parses() {
+    for model in [example(), synthetic(300, 300)] {
+        let files = bicep_files(&model);
+        assert!(files.len() > 10, "expected main, modules and buckets");
+        for (path, source) in bicep_paths(&files) {
+            let errors = syntax_errors(source);
+            assert!(
+                errors.is_empty(),
+                "{path} does not parse:\n  {}",
+                errors.join("\n  ")
+            );
+        }
+    }
+}
+
+#[test]
+fn only_azure_environments_get_bicep() {
+    let files = bicep_files(&example());
+    assert!(files.contains_key("prod/bicep/main.bicep"));
+    assert!(files.contains_key("prod/bicep/modules/front-door.bicep"));
+    assert!(
+        files.keys().all(|p| p.starts_with("prod/bicep/")),
+        "{:?}",
+        files.keys().collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn output_is_deterministic() {
+    let m = synthetic(500, 50);
+    assert_eq!(bicep_files(&m), bicep_files(&m));
+}
+
+// ---------------------------------------------------------------------------------------
+// ARM limits
+// ---------------------------------------------------------------------------------------
+
+/// Bicep bytes allowed per deployment. ARM's limit is 4 MB of compiled template JSON (and
+/// 1 MB compressed per deployment job); the JSON of these files is a few times their Bicep.
+const BICEP_BUDGET: usize = 1024 * 1024;
+const ARM_RESOURCES: usize = 800;
+
+fn check_limits(files: &Files, dedicated: usize) {
+    // main.bicep and its modules are one deployment (modules are inlined as nested
+    // deployments); each nested deployment has its own 800-resource limit.
+    let main = &files["prod/bicep/main.bicep"];
+    let mut deployed = main.len();
+    assert!(resource_count(main) <= ARM_RESOURCES);
+    for (path, source) in files.iter().filter(|(p, _)| p.contains("/modules/")) {
+        let n = resource_count(source);
+        assert!(n <= ARM_RESOURCES, "{path}: {n} resources");
+        deployed += source.len();
+    }
+    assert!(
+        deployed <= BICEP_BUDGET,
+        "main.bicep with its modules: {deployed} bytes"
+    );
+    // Each tenant bucket is a deployment of its own.
+    let mut apps = 0;
+    for (path, source) in files.iter().filter(|(p, _)| p.contains("/tenants/")) {
+        let n = resource_count(source);
+        assert!(n <= ARM_RESOURCES, "{path}: {n} resources");
+        assert!(n <= bicep::MAX_PER_BUCKET + 3, "{path}: {n} resources");
+        assert!(
+            source.len() <= BICEP_BUDGET,
+            "{path}: {} bytes",
+            source.len()
+        );
+        apps += n - 3; // minus the environment, identity and vault references
+    }
+    assert_eq!(
+        apps, dedicated,
+        "every dedicated tenant has exactly one app"
+    );
+}
+
+#[test]
+fn deployments_stay_within_arm_limits_at_any_tenant_count() {
+    for dedicated in [1, 1_000, 10_000] {
+        let files = bicep_files(&synthetic(dedicated, dedicated));
+        check_limits(&files, dedicated);
+        let buckets = files.keys().filter(|p| p.contains("/tenants/")).count();
+        assert!(
+            buckets >= dedicated / bicep::MAX_PER_BUCKET,
+            "{buckets} buckets"
+        );
+    }
+}
+
+#[test]
+fn the_resource_counter_expands_loops() {
+    let source = "var xs = [\n  { a: 1 }\n  { a: 2 }\n  { a: 3 }\n]\n\
+                  resource e 'A/b@1' existing = {\n  name: 'e'\n}\n\
+                  resource r 'A/b@1' = [for x in xs: {\n  name: 'r'\n}]\n\
+                  module m 'm.bicep' = [for i in range(0, 7): {\n  name: 'm'\n}]\n";
+    assert_eq!(resource_count(source), 1 + 3 + 7);
+}
+
+#[test]
+fn adding_a_tenant_changes_one_file() {
+    let before = bicep_files(&synthetic(1_000, 1_000));
+    let mut model = synthetic(1_000, 1_000);
+    let mut extra = model.tenants[0].clone();
+    extra.slug = "zz-new-tenant".to_string();
+    extra.zitadel_org_id = "399999999999999999".to_string();
+    extra.instance = InstanceMode::Dedicated;
+    model.tenants.push(extra);
+    let after = bicep_files(&model);
+    assert_eq!(before.len(), after.len());
+    let changed: Vec<&String> = after
+        .iter()
+        .filter(|(p, s)| before.get(*p) != Some(*s))
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert!(changed[0].contains("/tenants/bucket-"), "{changed:?}");
+    assert!(after[changed[0]].contains("'zz-new-tenant'"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Content
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn secrets_are_references_and_secure_params_have_no_default() {
+    let model = synthetic(10, 2);
+    let files = bicep_files(&model);
+    for (path, source) in bicep_paths(&files) {
+        let tree = parse(source);
+        let root = tree.root_node();
+        let mut cursor = root.walk();
+        let top: Vec<Node<'_>> = root.named_children(&mut cursor).collect();
+        for pair in top.windows(2) {
+            if pair[0].kind() == "decorators"
+                && text(pair[0], source).contains("@secure()")
+                && pair[1].kind() == "parameter_declaration"
+            {
+                assert!(
+                    !text(pair[1], source).contains('='),
+                    "{path}: secure parameter with a default: {}",
+                    text(pair[1], source)
+                );
+            }
+        }
+    }
+    let main = &files["prod/bicep/main.bicep"];
+    assert!(main.contains("administratorLoginPassword: vault.getSecret('postgres-admin-password')"));
+    let platform = model.env("prod").expect("prod exists").platform;
+    for s in &platform.services {
+        for (name, value) in &s.env {
+            if let EnvValue::Secret { .. } = value {
+                assert!(
+                    main.contains(&format!("{{ name: '{name}', secretRef: ")),
+                    "{name} is not a secret reference"
+                );
+                assert!(!main.contains(&format!("{{ name: '{name}', value: ")));
+            }
+        }
+    }
+    let bucket = files
+        .iter()
+        .find(|(p, _)| p.contains("/tenants/"))
+        .map(|(_, s)| s)
+        .expect("a bucket");
+    assert!(bucket.contains(
+        "keyVaultUrl: '${vault.properties.vaultUri}secrets/pocketbase-superuser-password'"
+    ));
+    assert!(bucket.contains("{ name: 'POCKETBASE_SUPERUSER_PASSWORD', secretRef: "));
+}
+
+#[test]
+fn api_versions_are_the_pinned_ones() {
+    // ref/arm.md §2: the newest stable version per resource provider.
+    let pinned: BTreeMap<&str, &str> = [
+        ("Microsoft.OperationalInsights", "2026-03-01"),
+        ("Microsoft.App", "2025-07-01"),
+        ("Microsoft.DBforPostgreSQL", "2025-08-01"),
+        ("Microsoft.Cache", "2024-11-01"),
+        ("Microsoft.KeyVault", "2026-04-01"),
+        ("Microsoft.Storage", "2026-09-01"),
+        ("Microsoft.Cdn", "2025-06-01"),
+    ]
+    .into_iter()
+    .collect();
+    let allowed: Vec<&str> = bicep::API.entries().iter().map(|(_, v)| *v).collect();
+    let files = bicep_files(&synthetic(3, 3));
+    let mut seen = 0;
+    for (path, source) in bicep_paths(&files) {
+        let tree = parse(source);
+        let root = tree.root_node();
+        let mut cursor = root.walk();
+        for decl in root.named_children(&mut cursor) {
+            if decl.kind() != "resource_declaration" {
+                continue;
+            }
+            let ty = decl
+                .named_child(1)
+                .map(|n| text(n, source).trim_matches('\''))
+                .expect("a resource has a type");
+            let (ty, version) = ty.split_once('@').expect("a type has an api-version");
+            let provider = ty.split('/').next().unwrap_or_default();
+            assert!(allowed.contains(&version), "{path}: {ty}@{version}");
+            if let Some(want) = pinned.get(provider) {
+                assert_eq!(version, *want, "{path}: {ty}");
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen >= 20, "only {seen} resources checked");
+}
+
+#[test]
+fn every_tracked_resource_is_tagged() {
+    let files = bicep_files(&synthetic(3, 3));
+    let mut tracked = 0;
+    for (path, source) in bicep_paths(&files) {
+        let tree = parse(source);
+        let root = tree.root_node();
+        let mut cursor = root.walk();
+        for decl in root.named_children(&mut cursor) {
+            if decl.kind() != "resource_declaration" || is_existing(decl) {
+                continue;
+            }
+            let mut value = decl_value(decl).expect("a resource has a body");
+            if value.kind() == "for_statement" {
+                value = value.child_by_field_name("body").expect("a loop body");
+            }
+            let keys = object_keys(value, source);
+            if keys.contains(&"location") {
+                tracked += 1;
+                assert!(
+                    keys.contains(&"tags"),
+                    "{path}: untagged {}",
+                    text(decl, source).lines().next().unwrap_or("")
+                );
+            }
+        }
+    }
+    assert!(tracked >= 14, "only {tracked} tracked resources");
+}
+
+#[test]
+fn the_platform_is_complete() {
+    let files = bicep_files(&example());
+    let main = &files["prod/bicep/main.bicep"];
+    for module in [
+        "log-analytics",
+        "identity",
+        "key-vault",
+        "storage",
+        "container-env",
+        "container-app",
+        "postgres",
+        "redis",
+        "front-door",
+        "monitoring",
+    ] {
+        assert!(
+            main.contains(&format!("'modules/{module}.bicep'")),
+            "{module}"
+        );
+        assert!(files.contains_key(&format!("prod/bicep/modules/{module}.bicep")));
+    }
+    // Kong and every enabled service get an app.
+    for name in [
+        "kong",
+        "kombistack",
+        "kombisim",
+        "admin",
+        "stackkits",
+        "sso",
+        "health",
+    ] {
+        assert!(main.contains(&format!("name: 'kfy-prod-{name}'")), "{name}");
+    }
+    let pg = &files["prod/bicep/modules/postgres.bicep"];
+    for db in ["kombify_admin", "kombify_platform", "kong"] {
+        assert!(pg.contains(&format!("name: '{db}'")), "{db}");
+    }
+    assert!(main.contains("backupRetentionDays: 35"));
+    assert!(main.contains("geoRedundantBackup: true"));
+    let fd = &files["prod/bicep/modules/front-door.bicep"];
+    assert!(fd.contains("resource kongRoute") && fd.contains("resource healthRoute"));
+    assert!(fd.contains("probePath: '/health'"));
+    let storage = &files["prod/bicep/modules/storage.bicep"];
+    assert!(storage.contains("isVersioningEnabled: true"));
+    assert!(main.contains("retentionDays: 90"));
+    let mon = &files["prod/bicep/modules/monitoring.bicep"];
+    assert!(mon.contains("emailAddress: 'oncall@kombify.io'"));
+    assert!(mon.contains("threshold: 50"));
+    // The two dedicated example tenants.
+    let buckets: String = files
+        .iter()
+        .filter(|(p, _)| p.contains("/tenants/"))
+        .map(|(_, s)| s.as_str())
+        .collect();
+    assert!(buckets.contains("name: 'kfy-prod-t-globex', slug: 'globex'"));
+    assert!(buckets.contains("name: 'kfy-prod-t-umbrella', slug: 'umbrella'"));
+    assert!(buckets.contains("image: 'ghcr.io/kombify/kombistack:1.8.0'"));
+}
+
+#[test]
+fn user_text_is_escaped() {
+    let mut model = example();
+    let p = &mut model.platforms[1];
+    assert_eq!(p.name, "prod");
+    if let Some(az) = p.azure.as_mut() {
+        az.tags
+            .insert("note".to_string(), "it's ${danger}\nnext".to_string());
+    }
+    let files = bicep_files(&model);
+    let main = &files["prod/bicep/main.bicep"];
+    assert!(main.contains(r"'note': 'it\'s \${danger}\nnext'"));
+    assert!(syntax_errors(main).is_empty());
+}
+
+#[test]
+fn environment_variable_secrets_become_secure_parameters() {
+    let mut model = example();
+    let p = &mut model.platforms[1];
+    p.postgres.admin_password = SecretRef::Env("PG_ADMIN_PASSWORD".to_string());
+    if let Some(s) = p.services.iter_mut().find(|s| s.name == "admin") {
+        s.env.insert(
+            "API_TOKEN".to_string(),
+            EnvValue::Secret {
+                secret: SecretRef::Env("ADMIN_API_TOKEN".to_string()),
+            },
+        );
+    }
+    let files = bicep_files(&model);
+    let main = &files["prod/bicep/main.bicep"];
+    assert!(syntax_errors(main).is_empty());
+    assert!(main.contains("@secure()\n@description('The PostgreSQL administrator password, from the environment variable PG_ADMIN_PASSWORD of whoever deploys')\nparam secretEnv_PG_ADMIN_PASSWORD string\n"));
+    assert!(main.contains("administratorLoginPassword: secretEnv_PG_ADMIN_PASSWORD\n"));
+    assert!(main.contains("param secretEnv_ADMIN_API_TOKEN string\n"));
+    assert!(main.contains("{ name: 'API_TOKEN', secretRef: 'env-admin-api-token' }"));
+    assert!(main.contains("'env-admin-api-token': secretEnv_ADMIN_API_TOKEN"));
+    assert!(main.contains("--parameters secretEnv_ADMIN_API_TOKEN=\"$ADMIN_API_TOKEN\""));
+}
+
+// ---------------------------------------------------------------------------------------
+// Size and speed at 10,000 tenants
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn ten_thousand_tenants_a_tenth_dedicated() {
+    let model = synthetic(10_000, 1_000);
+    let env = model.env("prod").expect("prod exists");
+    let start = Instant::now();
+    let mut files = Files::new();
+    bicep::emit(env, &mut files);
+    let elapsed = start.elapsed();
+    let bytes: usize = files.values().map(String::len).sum();
+    eprintln!(
+        "bicep: 10,000 tenants (1,000 dedicated): {} files, {bytes} bytes in {elapsed:?}",
+        files.len()
+    );
+    check_limits(&files, 1_000);
+
+    let model = synthetic(10_000, 10_000);
+    let env = model.env("prod").expect("prod exists");
+    let start = Instant::now();
+    let mut files = Files::new();
+    bicep::emit(env, &mut files);
+    let elapsed = start.elapsed();
+    let bytes: usize = files.values().map(String::len).sum();
+    eprintln!(
+        "bicep: 10,000 tenants (all dedicated): {} files, {bytes} bytes in {elapsed:?}",
+        files.len()
+    );
+    check_limits(&files, 10_000);
+}
+
+#[test]
+fn dedicated_tenants_without_kombistack_are_reported() {
+    let mut model = synthetic(5, 5);
+    for s in &mut model.platforms[1].services {
+        if s.name == "kombistack" {
+            s.enabled = false;
+        }
+    }
+    let files = bicep_files(&model);
+    assert!(!files.keys().any(|p| p.contains("/tenants/")));
+    assert!(files["prod/bicep/main.bicep"].contains("// 5 dedicated tenant(s) get no instance"));
+}

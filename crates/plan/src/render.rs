@@ -1,0 +1,494 @@
+//! Rendering plans for people (coloured text), pull requests (markdown) and machines (JSON).
+//!
+//! Attribute changes are shown as leaf paths (`fields[hostname].max: 253 → 255`), so a
+//! reviewer sees what moved inside a collection or a row, not two walls of JSON. Secrets are
+//! already redacted in the plan. Markdown stays under GitHub's comment limit by summarising.
+//! Pure: returns strings.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use super::{Action, Change, Plan};
+
+/// GitHub's limit for a comment body.
+pub const MARKDOWN_LIMIT: usize = 65_536;
+
+/// Longest rendering of one value before it is shortened.
+const MAX_VALUE: usize = 120;
+
+/// ANSI colours, or none.
+#[derive(Clone, Copy)]
+struct Paint(bool);
+
+impl Paint {
+    fn wrap(self, code: &str, s: &str) -> String {
+        if self.0 {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+    fn green(self, s: &str) -> String {
+        self.wrap("32", s)
+    }
+    fn yellow(self, s: &str) -> String {
+        self.wrap("33", s)
+    }
+    fn red(self, s: &str) -> String {
+        self.wrap("31", s)
+    }
+    fn bold(self, s: &str) -> String {
+        self.wrap("1", s)
+    }
+    fn dim(self, s: &str) -> String {
+        self.wrap("2", s)
+    }
+}
+
+fn symbol(a: Action) -> &'static str {
+    match a {
+        Action::Create => "+",
+        Action::Update => "~",
+        Action::Replace => "-/+",
+        Action::Delete => "-",
+    }
+}
+
+fn verb(a: Action) -> &'static str {
+    match a {
+        Action::Create => "create",
+        Action::Update => "update in place",
+        Action::Replace => "replace",
+        Action::Delete => "delete",
+    }
+}
+
+/// One leaf difference inside an attribute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Leaf {
+    /// `name`, `fields[hostname].max`, `indexes[0]`.
+    pub path: String,
+    /// Before (`None`: absent).
+    pub before: Option<Value>,
+    /// After (`None`: absent).
+    pub after: Option<Value>,
+}
+
+/// The leaf differences between two values. Arrays of objects with a `name` (or `id`) are
+/// matched by it; other arrays by position.
+pub fn leaves(path: &str, before: Option<&Value>, after: Option<&Value>, out: &mut Vec<Leaf>) {
+    match (before, after) {
+        (Some(Value::Object(b)), Some(Value::Object(a))) => {
+            let mut keys: Vec<&String> = b.keys().chain(a.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                leaves(&join(path, k), b.get(k), a.get(k), out);
+            }
+        }
+        (Some(Value::Array(b)), Some(Value::Array(a))) => {
+            let key = |v: &Value| -> Option<String> {
+                v.get("name")
+                    .or_else(|| v.get("id"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            };
+            let keyed = b.iter().chain(a.iter()).all(|v| key(v).is_some());
+            if keyed && !(b.is_empty() && a.is_empty()) {
+                let bm: BTreeMap<String, &Value> =
+                    b.iter().filter_map(|v| key(v).map(|k| (k, v))).collect();
+                let am: BTreeMap<String, &Value> =
+                    a.iter().filter_map(|v| key(v).map(|k| (k, v))).collect();
+                let mut names: Vec<&String> = bm.keys().chain(am.keys()).collect();
+                names.sort();
+                names.dedup();
+                for n in names {
+                    let (bv, av) = (bm.get(n).copied(), am.get(n).copied());
+                    let p = format!("{path}[{n}]");
+                    if bv.is_none() || av.is_none() {
+                        out.push(Leaf {
+                            path: p,
+                            before: bv.cloned(),
+                            after: av.cloned(),
+                        });
+                    } else {
+                        leaves(&p, bv, av, out);
+                    }
+                }
+            } else if a.len() == b.len() && a.iter().all(|v| !v.is_object() && !v.is_array()) {
+                for (i, (bv, av)) in b.iter().zip(a).enumerate() {
+                    leaves(&format!("{path}[{i}]"), Some(bv), Some(av), out);
+                }
+            } else if a != b {
+                out.push(Leaf {
+                    path: path.to_string(),
+                    before: before.cloned(),
+                    after: after.cloned(),
+                });
+            }
+        }
+        (b, a) if b != a => out.push(Leaf {
+            path: path.to_string(),
+            before: b.cloned(),
+            after: a.cloned(),
+        }),
+        _ => {}
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn show(v: Option<&Value>) -> String {
+    match v {
+        None => "(absent)".to_string(),
+        Some(v) => {
+            let s = serde_json::to_string(v).unwrap_or_default();
+            if s.chars().count() > MAX_VALUE {
+                let cut: String = s.chars().take(MAX_VALUE).collect();
+                format!("{cut}…")
+            } else {
+                s
+            }
+        }
+    }
+}
+
+fn change_leaves(c: &Change) -> Vec<Leaf> {
+    let mut out = Vec::new();
+    for a in &c.attrs {
+        match c.action {
+            // Creates and deletes list top-level attributes only.
+            Action::Create | Action::Delete => out.push(Leaf {
+                path: a.name.clone(),
+                before: a.before.clone(),
+                after: a.after.clone(),
+            }),
+            _ => leaves(&a.name, a.before.as_ref(), a.after.as_ref(), &mut out),
+        }
+    }
+    out
+}
+
+/// The plan as text for people; ANSI colours when `color`.
+pub fn text(plan: &Plan, color: bool) -> String {
+    let p = Paint(color);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} for environment `{}` (specs {}, state serial {})",
+        p.bold("kombiform plan"),
+        plan.env,
+        short(&plan.spec_hash),
+        plan.state_serial
+    );
+    if plan.changes.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{} {} resources match the specs.",
+            p.green("No changes."),
+            plan.unchanged
+        );
+        return out;
+    }
+    out.push('\n');
+    for c in &plan.changes {
+        let head = format!("{} {}", symbol(c.action), c.address);
+        let coloured = match c.action {
+            Action::Create => p.green(&head),
+            Action::Update => p.yellow(&head),
+            Action::Replace | Action::Delete => p.red(&head),
+        };
+        let mut notes = vec![verb(c.action).to_string()];
+        if c.destructive {
+            notes.push(p.red("destructive: data is lost"));
+        }
+        if c.drift {
+            notes.push(p.yellow("drift: changed outside kombiform"));
+        }
+        let _ = writeln!(
+            out,
+            "  {coloured}  {}",
+            p.dim(&format!("({})", notes.join(", ")))
+        );
+        let forced: Vec<&str> = c
+            .attrs
+            .iter()
+            .filter(|a| a.forces_replace)
+            .map(|a| a.name.as_str())
+            .collect();
+        for l in change_leaves(c) {
+            let mark = if forced
+                .iter()
+                .any(|f| l.path == *f || l.path.starts_with(&format!("{f}.")))
+            {
+                p.red("  # forces replacement")
+            } else {
+                String::new()
+            };
+            let line = match c.action {
+                Action::Create => format!("{}: {}", l.path, show(l.after.as_ref())),
+                Action::Delete => format!("{}: {}", l.path, show(l.before.as_ref())),
+                _ => format!(
+                    "{}: {} → {}",
+                    l.path,
+                    show(l.before.as_ref()),
+                    show(l.after.as_ref())
+                ),
+            };
+            let _ = writeln!(out, "      {line}{mark}");
+        }
+    }
+    out.push('\n');
+    let _ = writeln!(out, "{}", p.bold(&summary(plan)));
+    if !plan.refused.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{} {} destructive change(s) need consent: rerun with --allow-destroy ADDRESS (or opt in in the spec):",
+            p.red("Blocked:"),
+            plan.refused.len()
+        );
+        for a in &plan.refused {
+            let _ = writeln!(out, "  - {a}");
+        }
+    }
+    out
+}
+
+/// `Plan: 1 to create, 2 to update, 0 to replace, 1 to delete; 40 unchanged; 1 drifted.`
+pub fn summary(plan: &Plan) -> String {
+    let counts = plan.counts();
+    let n = |a: Action| counts.get(&a).copied().unwrap_or(0);
+    let drift = plan.changes.iter().filter(|c| c.drift).count();
+    let mut s = format!(
+        "Plan: {} to create, {} to update, {} to replace, {} to delete; {} unchanged",
+        n(Action::Create),
+        n(Action::Update),
+        n(Action::Replace),
+        n(Action::Delete),
+        plan.unchanged
+    );
+    if drift > 0 {
+        let _ = write!(s, "; {drift} drifted");
+    }
+    s.push('.');
+    s
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+/// The plan as stable JSON (see docs/plan-json.md).
+pub fn json(plan: &Plan) -> String {
+    let mut s = serde_json::to_string_pretty(plan).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// The plan as markdown for a pull-request comment, always under [`MARKDOWN_LIMIT`]
+/// characters: details are dropped, then summarised by resource type, when it would not fit.
+pub fn markdown(plan: &Plan) -> String {
+    let full = markdown_with(plan, usize::MAX);
+    if full.len() <= MARKDOWN_LIMIT {
+        return full;
+    }
+    let compact = markdown_with(plan, 0);
+    if compact.len() <= MARKDOWN_LIMIT {
+        return compact;
+    }
+    markdown_summary(plan)
+}
+
+fn header(plan: &Plan) -> String {
+    let mut out = format!(
+        "### kombiform plan: `{}`\n\n{}\n\n",
+        plan.env,
+        summary(plan)
+    );
+    if !plan.refused.is_empty() {
+        let _ = writeln!(
+            out,
+            "> **Blocked:** {} destructive change(s) need `--allow-destroy`.\n",
+            plan.refused.len()
+        );
+    }
+    out
+}
+
+fn markdown_with(plan: &Plan, detail_lines: usize) -> String {
+    let mut out = header(plan);
+    if plan.changes.is_empty() {
+        out.push_str("No changes.\n");
+        return out;
+    }
+    out.push_str("| | resource | action | notes |\n|---|---|---|---|\n");
+    for c in &plan.changes {
+        let mut notes = Vec::new();
+        if c.destructive {
+            notes.push("**destructive**");
+        }
+        if c.drift {
+            notes.push("drift");
+        }
+        if plan.refused.contains(&c.address) {
+            notes.push("blocked");
+        }
+        let _ = writeln!(
+            out,
+            "| `{}` | `{}` | {} | {} |",
+            symbol(c.action),
+            c.address,
+            verb(c.action),
+            notes.join(", ")
+        );
+    }
+    if detail_lines > 0 {
+        out.push_str("\n<details><summary>Attribute changes</summary>\n\n```diff\n");
+        for c in &plan.changes {
+            let _ = writeln!(out, "{} {}", symbol(c.action), c.address);
+            for l in change_leaves(c).iter().take(detail_lines) {
+                match c.action {
+                    Action::Create => {
+                        let _ = writeln!(out, "+   {}: {}", l.path, show(l.after.as_ref()));
+                    }
+                    Action::Delete => {
+                        let _ = writeln!(out, "-   {}: {}", l.path, show(l.before.as_ref()));
+                    }
+                    _ => {
+                        let _ = writeln!(out, "-   {}: {}", l.path, show(l.before.as_ref()));
+                        let _ = writeln!(out, "+   {}: {}", l.path, show(l.after.as_ref()));
+                    }
+                }
+            }
+        }
+        out.push_str("```\n\n</details>\n");
+    }
+    out
+}
+
+fn markdown_summary(plan: &Plan) -> String {
+    let mut out = header(plan);
+    let mut by_type: BTreeMap<(String, Action), usize> = BTreeMap::new();
+    for c in &plan.changes {
+        let ty = c
+            .address
+            .rsplit_once('.')
+            .map_or(c.address.as_str(), |(t, _)| t);
+        let ty = ty.split('.').take(2).collect::<Vec<_>>().join(".");
+        *by_type.entry((ty, c.action)).or_insert(0) += 1;
+    }
+    out.push_str("Too many changes to list; by resource type:\n\n| resource type | action | count |\n|---|---|---|\n");
+    for ((ty, a), n) in &by_type {
+        let _ = writeln!(out, "| `{ty}` | {} | {n} |", verb(*a));
+    }
+    let special: Vec<&Change> = plan
+        .changes
+        .iter()
+        .filter(|c| c.destructive || c.drift)
+        .collect();
+    if !special.is_empty() {
+        out.push_str("\nDestructive or drifted:\n\n");
+        let budget = MARKDOWN_LIMIT - out.len() - 200;
+        let mut used = 0;
+        for (i, c) in special.iter().enumerate() {
+            let line = format!("- `{}` {}\n", c.address, verb(c.action));
+            if used + line.len() > budget {
+                let _ = writeln!(out, "- … and {} more", special.len() - i);
+                break;
+            }
+            used += line.len();
+            out.push_str(&line);
+        }
+    }
+    out.push_str("\nRun `kombiform plan` locally for the details.\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AttrChange, Resource};
+    use serde_json::json;
+
+    fn plan_with(changes: Vec<Change>) -> Plan {
+        Plan {
+            format: crate::PLAN_FORMAT,
+            env: "local".into(),
+            spec_hash: "abcdef0123456789".into(),
+            state_serial: 3,
+            fingerprints: BTreeMap::new(),
+            live_hashes: BTreeMap::new(),
+            changes,
+            unchanged: 5,
+            refused: vec![],
+        }
+    }
+
+    fn update(addr: &str, before: Value, after: Value) -> Change {
+        Change {
+            address: addr.into(),
+            action: Action::Update,
+            attrs: vec![AttrChange {
+                name: "fields".into(),
+                before: Some(before),
+                after: Some(after),
+                sensitive: false,
+                forces_replace: false,
+            }],
+            destructive: false,
+            drift: true,
+            desired: Some(Resource::new(addr, serde_json::Map::new())),
+            live: None,
+        }
+    }
+
+    #[test]
+    fn nested_changes_show_as_leaf_paths() {
+        let c = update(
+            "pocketbase.collection.t_acme_nodes",
+            json!([{"name": "hostname", "max": 253}, {"name": "online", "type": "bool"}]),
+            json!([{"name": "hostname", "max": 255}, {"name": "online", "type": "bool"}]),
+        );
+        let t = text(&plan_with(vec![c]), false);
+        assert!(t.contains("fields[hostname].max: 253 → 255"), "{t}");
+        assert!(!t.contains("online"), "{t}");
+        assert!(t.contains("drift"), "{t}");
+        assert!(t.contains("Plan: 0 to create, 1 to update, 0 to replace, 0 to delete; 5 unchanged; 1 drifted."), "{t}");
+    }
+
+    #[test]
+    fn no_changes_says_so() {
+        let t = text(&plan_with(vec![]), true);
+        assert!(t.contains("No changes."));
+    }
+
+    #[test]
+    fn markdown_stays_under_the_limit() {
+        let changes: Vec<Change> = (0..20_000)
+            .map(|i| {
+                update(
+                    &format!("postgres.tenant.t{i:05}"),
+                    json!({"a": 1}),
+                    json!({"a": 2}),
+                )
+            })
+            .collect();
+        let md = markdown(&plan_with(changes));
+        assert!(md.len() <= MARKDOWN_LIMIT, "{}", md.len());
+        assert!(md.contains("postgres.tenant"), "{md}");
+        let small = markdown(&plan_with(vec![update(
+            "postgres.plan.pro",
+            json!({"a": 1}),
+            json!({"a": 2}),
+        )]));
+        assert!(small.contains("```diff"), "{small}");
+    }
+}

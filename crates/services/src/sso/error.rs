@@ -1,0 +1,105 @@
+//! The SSO service's domain errors and their ONE mapping to HTTP ([`ApiError`]): the reason or
+//! cause is logged here with the request id, the body only carries a fixed code and message.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::http::ApiError;
+
+/// What went wrong, in domain terms.
+#[derive(Debug)]
+pub enum SsoError {
+    /// Missing, malformed or invalid credentials (reason logged, never shown).
+    Unauthorized(&'static str),
+    /// The token's organization has no tenant, or the tenant is suspended (same body for both).
+    TenantForbidden(&'static str),
+    /// The Zitadel user was deactivated, locked or removed.
+    UserDisabled,
+    /// The tenant has no free user seat.
+    QuotaExceeded,
+    /// Zitadel's userinfo has no e-mail address for a first login.
+    EmailRequired,
+    /// Another user of the tenant has this e-mail address.
+    EmailTaken,
+    /// A malformed request (safe message).
+    BadRequest(String),
+    /// A webhook signature did not verify (reason logged).
+    BadSignature(&'static str),
+    /// Unknown resource.
+    NotFound,
+    /// A dependency failed or timed out (cause logged).
+    Unavailable(anyhow::Error),
+    /// `/ready`: these dependencies failed their check (names only).
+    NotReady(String),
+    /// A bug or unexpected state (cause logged).
+    Internal(anyhow::Error),
+}
+
+impl SsoError {
+    fn to_api(&self) -> ApiError {
+        match self {
+            SsoError::Unauthorized(_) => ApiError::unauthorized(),
+            SsoError::TenantForbidden(_) => {
+                ApiError::forbidden("tenant_forbidden", "no active tenant for this organization")
+            }
+            SsoError::UserDisabled => ApiError::forbidden("user_disabled", "this user is disabled"),
+            SsoError::QuotaExceeded => {
+                ApiError::forbidden("quota_exceeded", "the tenant has no free user seat")
+            }
+            SsoError::EmailRequired => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "email_required",
+                "the identity provider returned no e-mail address",
+            ),
+            SsoError::EmailTaken => ApiError::new(
+                StatusCode::CONFLICT,
+                "email_taken",
+                "another user of this tenant has this e-mail address",
+            ),
+            SsoError::BadRequest(m) => ApiError::bad_request(m.clone()),
+            SsoError::BadSignature(_) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_signature",
+                "the webhook signature is invalid",
+            ),
+            SsoError::NotFound => ApiError::not_found(),
+            SsoError::Unavailable(_) => ApiError::unavailable(),
+            SsoError::NotReady(which) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                format!("not ready: {which}"),
+            ),
+            SsoError::Internal(_) => ApiError::internal(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for SsoError {
+    fn from(e: anyhow::Error) -> SsoError {
+        SsoError::Unavailable(e)
+    }
+}
+
+impl IntoResponse for SsoError {
+    fn into_response(self) -> Response {
+        match &self {
+            SsoError::Unauthorized(r) => tracing::info!(reason = r, "unauthorized"),
+            SsoError::TenantForbidden(r) => tracing::info!(reason = r, "tenant forbidden"),
+            SsoError::BadSignature(r) => tracing::warn!(reason = r, "webhook signature refused"),
+            SsoError::Unavailable(e) => {
+                tracing::error!(error = %format!("{e:#}"), "dependency failed")
+            }
+            SsoError::Internal(e) => tracing::error!(error = %format!("{e:#}"), "internal error"),
+            other => tracing::info!(error = ?other, "request refused"),
+        }
+        let api = self.to_api();
+        let mut response = api.into_response();
+        if matches!(self, SsoError::Unauthorized(_)) {
+            response.headers_mut().insert(
+                "www-authenticate",
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
