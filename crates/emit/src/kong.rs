@@ -647,6 +647,7 @@ mod tests {
     use kombiform_model::Model;
 
     use kombiform_test_support::kong_check::check;
+    use kombiform_test_support::synthetic::{fleet, Fleet};
     use kombiform_test_support::{enterprise_model as enterprise, example_model as example};
 
     fn env<'m>(m: &'m Model, name: &str) -> Env<'m> {
@@ -670,24 +671,14 @@ mod tests {
             .unwrap_or(&Value::Null)
     }
 
-    /// `n` tenants cloned from the example's, across every plan, some suspended.
-    fn synthetic(mut m: Model, n: usize) -> Model {
-        let template = m.tenants[0].clone();
-        let plans: Vec<String> = m.plans.iter().map(|p| p.name.clone()).collect();
-        m.tenants = (1..=n)
-            .map(|i| {
-                let mut t = template.clone();
-                t.slug = format!("t{i:05}");
-                t.zitadel_org_id = format!("{}", 300_000_000_000_000_000u64 + i as u64);
-                t.plan = plans[i % plans.len()].clone();
-                t.environments = Vec::new();
-                if i % 7 == 0 {
-                    t.status = TenantStatus::Suspended;
-                }
-                t
-            })
-            .collect();
-        m
+    /// `n` tenants across every plan, every 7th suspended.
+    fn synthetic(m: Model, n: usize) -> Model {
+        let f = Fleet {
+            tenants: n,
+            suspended_every: Some(7),
+            ..Fleet::default()
+        };
+        fleet(m, f)
     }
 
     #[test]

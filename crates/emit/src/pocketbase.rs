@@ -598,6 +598,7 @@ mod tests {
     use kombiform_model::Model;
 
     use kombiform_test_support::example_model;
+    use kombiform_test_support::synthetic::{fleet, Fleet};
 
     fn emit_env(model: &Model, env: &str) -> Files {
         let mut files = Files::new();
@@ -632,23 +633,14 @@ mod tests {
             .unwrap_or_else(|| panic!("no collection {name}"))
     }
 
-    /// The example model with `n` more tenants `t00001`.. cloned from `acme`.
+    /// The example model with `n` more tenants.
     fn model_with_tenants(n: usize) -> Model {
-        let mut model = example_model();
-        let acme = model
-            .tenants
-            .iter()
-            .find(|t| t.slug == "acme")
-            .expect("acme")
-            .clone();
-        for i in 1..=n {
-            let mut t = acme.clone();
-            t.slug = format!("t{i:05}");
-            t.zitadel_org_id = format!("{}", 900_000_000_000_000_000u64 + i as u64);
-            model.tenants.push(t);
-        }
-        model.tenants.sort_by(|a, b| a.slug.cmp(&b.slug));
-        model
+        let f = Fleet {
+            tenants: n,
+            keep_existing: true,
+            ..Fleet::default()
+        };
+        fleet(example_model(), f)
     }
 
     #[test]

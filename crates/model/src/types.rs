@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::naming::TenantSlug;
+
 /// A reference to a secret: where to find it, never its value.
 #[derive(
     Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema,
@@ -916,10 +918,10 @@ impl TenantStatus {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Tenant {
-    /// The tenant's slug, from `metadata.name`. Safe in collection names, Kong consumer
-    /// names, Azure resource names and SQL (see `model::slug`).
-    #[serde(skip_deserializing)]
-    pub slug: String,
+    /// The tenant's slug, from `metadata.name` (the loader sets it; it is not a key of the
+    /// spec, so the JSON Schema leaves it out). Valid by construction.
+    #[schemars(skip)]
+    pub slug: TenantSlug,
     /// Name shown to people (any text).
     pub display_name: String,
     /// The tenant's plan.
@@ -956,7 +958,7 @@ fn default_status() -> TenantStatus {
 impl Tenant {
     /// The tenant's slug with `-` turned into `_`, for PocketBase collection names.
     pub fn ident(&self) -> String {
-        self.slug.replace('-', "_")
+        self.slug.ident()
     }
 }
 
@@ -1033,7 +1035,7 @@ impl CollectionTemplate {
     /// The collection name for `tenant` (tenant scope) or the global name.
     pub fn collection_name(&self, tenant: Option<&Tenant>) -> String {
         match (self.scope, tenant) {
-            (Scope::Tenant, Some(t)) => format!("t_{}_{}", t.ident(), self.name),
+            (Scope::Tenant, Some(t)) => crate::naming::tenant_collection(&t.ident(), &self.name),
             _ => self.name.clone(),
         }
     }

@@ -1,7 +1,7 @@
 //! Golden tests: `tests/golden/<case>/specs/` in, `tests/golden/<case>/expected/` out.
 //!
-//! A valid case expects every generated file; a broken case expects `diagnostics.txt`, the
-//! rendered diagnostics. `UPDATE_EXPECT=1 cargo test --test it golden` rewrites the expected
+//! A valid case expects every generated file and `graph/<env>.txt` (what `kombiform graph`
+//! prints); a broken case expects `diagnostics.txt`, the rendered diagnostics. `UPDATE_EXPECT=1 cargo test --test it golden` rewrites the expected
 //! files (review the diff before committing). Files in `expected/` that the case no longer
 //! produces fail the test, so stale snapshots cannot linger.
 
@@ -34,10 +34,13 @@ fn produce(case: &Path) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     match &loaded.model {
         Some(model) if loaded.diagnostics.is_empty() => {
-            let files = kombiform_emit::compile(model)
-                .ok()
-                .ok_or_else(|| anyhow::anyhow!("the graph of {} has a cycle", case.display()))?;
+            let files = kombiform_emit::compile(model).map_err(|e| anyhow::anyhow!("{e}"))?;
             out.extend(files);
+            // `kombiform graph` output, pinned too: every resource and what it needs.
+            for env in model.envs() {
+                let graph = kombiform_emit::targets::graph(env);
+                out.insert(format!("graph/{}.txt", env.name()), graph.to_text());
+            }
         }
         _ => {
             out.insert("diagnostics.txt".to_string(), loaded.render());

@@ -11,10 +11,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use kombiform_engine::providers::pocketbase::{self, PocketBase as Provider};
-use kombiform_engine::providers::{transient, Provider as _};
+use kombiform_emit::targets::pocketbase::{self as target, PocketBase as Target};
+use kombiform_emit::targets::Target as _;
+use kombiform_engine::providers::pocketbase::PocketBase as Provider;
+use kombiform_engine::providers::{transient, Client as _};
 use kombiform_model::Model;
-use kombiform_plan::{diff, Action, Change, Consent, DiffInput, Resource};
+use kombiform_plan::{diff, Action, Change, DiffInput, Resource};
 
 use kombiform_test_support::pocketbase::{PocketBase, SUPERUSER_EMAIL, SUPERUSER_PASSWORD};
 
@@ -24,7 +26,7 @@ fn example_model() -> Result<Model> {
 
 fn desired(model: &Model) -> Result<Vec<Resource>> {
     let env = model.env("local").context("no local environment")?;
-    Ok(pocketbase::desired(env))
+    Ok(target::desired(env))
 }
 
 fn connect(pb: &PocketBase, model: &Model) -> Result<Provider> {
@@ -35,7 +37,7 @@ fn connect(pb: &PocketBase, model: &Model) -> Result<Provider> {
 /// Diff as the engine does it (nothing applied before; `managed` from state), then the
 /// provider's classification. Returns the changes, the unchanged count and the destructive ones.
 fn plan(
-    provider: &Provider,
+    _provider: &Provider,
     desired: &[Resource],
     live: &[Resource],
     managed: &BTreeSet<String>,
@@ -47,9 +49,10 @@ fn plan(
         applied: &applied,
         managed,
     };
-    let (mut changes, unchanged, _) = diff(&input, &Consent::default());
+    let d = diff(&input).unwrap();
+    let (mut changes, unchanged) = (d.changes, d.unchanged);
     for c in &mut changes {
-        provider.classify(c);
+        Target.classify(c);
     }
     let destructive = changes
         .iter()
@@ -445,7 +448,7 @@ fn reading_many_tenants_takes_pages_not_collections() -> Result<()> {
     let per_page = env_number("KOMBIFORM_PBPROV_PER_PAGE", 100)? as usize;
     for i in 1..=n {
         let mut t = acme.clone();
-        t.slug = format!("bulk{i:04}");
+        t.slug = kombiform_model::TenantSlug::parse(&format!("bulk{i:04}")).unwrap();
         t.zitadel_org_id = format!("{}", 900_000_000_000_000_000u64 + i);
         model.tenants.push(t);
     }
@@ -467,7 +470,8 @@ fn reading_many_tenants_takes_pages_not_collections() -> Result<()> {
     let read = started.elapsed();
     // Ours plus PocketBase's five system collections and `users`.
     let total = want.len() + 6;
-    let pages = total.div_ceil(per_page.clamp(1, pocketbase::PER_PAGE)) as u64;
+    let pages =
+        total.div_ceil(per_page.clamp(1, kombiform_engine::providers::pocketbase::PER_PAGE)) as u64;
     assert!(
         pages >= 2,
         "{total} collections fit one page: no paging tested"

@@ -23,10 +23,11 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
+use kombiform_model::naming;
 use kombiform_plan::Resource;
 
 /// Address prefix of a collection.
-pub(super) const PREFIX: &str = "pocketbase.collection.";
+pub(crate) const PREFIX: &str = "pocketbase.collection.";
 
 /// The five API rules.
 const RULES: [&str; 5] = [
@@ -38,7 +39,7 @@ const RULES: [&str; 5] = [
 ];
 
 /// Auth options kombiform sets: the key, and the sub-keys it sets (`None`: the whole value).
-pub(super) const AUTH_OPTIONS: [(&str, Option<&[&str]>); 11] = [
+pub(crate) const AUTH_OPTIONS: [(&str, Option<&[&str]>); 11] = [
     ("authRule", None),
     ("manageRule", None),
     ("passwordAuth", Some(&["enabled", "identityFields"])),
@@ -59,7 +60,7 @@ pub fn address(name: &str) -> String {
 
 /// The collection as a resource: normalised attributes, relation targets (found through
 /// `names`, collection id → name) and the tenant as dependencies, the remote id in `meta`.
-pub(super) fn resource(
+pub(crate) fn resource(
     collection: &Value,
     names: &BTreeMap<String, String>,
     tenant: Option<&str>,
@@ -78,7 +79,7 @@ pub(super) fn resource(
         .map(address)
         .collect();
     if let Some(slug) = tenant {
-        deps.push(format!("postgres.tenant.{slug}"));
+        deps.push(super::tenant_dependency(slug));
         r.meta
             .insert("tenant".into(), Value::String(slug.to_string()));
     }
@@ -90,13 +91,9 @@ pub(super) fn resource(
 }
 
 /// The tenant slug of a tenant collection `t_<ident>_<template>`, given the tenant templates'
-/// names. Slugs have no `_` (the ident turned their `-` into `_`), so this is exact.
-pub(super) fn tenant_of(name: &str, templates: &[String]) -> Option<String> {
-    let rest = name.strip_prefix("t_")?;
-    templates.iter().find_map(|t| {
-        let ident = rest.strip_suffix(t.as_str())?.strip_suffix('_')?;
-        (!ident.is_empty()).then(|| ident.replace('_', "-"))
-    })
+/// names (see [`naming::tenant_of_collection`]).
+pub(crate) fn tenant_of(name: &str, templates: &[String]) -> Option<String> {
+    naming::tenant_of_collection(name, templates)
 }
 
 /// The attributes kombiform compares, keys in a fixed (sorted) order.
@@ -154,7 +151,7 @@ pub fn attrs(c: &Value) -> Map<String, Value> {
 }
 
 /// The field objects of a collection.
-pub(super) fn fields(c: &Value) -> impl Iterator<Item = &Value> {
+pub fn fields(c: &Value) -> impl Iterator<Item = &Value> {
     c.get("fields")
         .and_then(Value::as_array)
         .into_iter()
