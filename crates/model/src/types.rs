@@ -18,10 +18,12 @@ pub use crate::naming::TenantSlug;
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub enum SecretRef {
-    /// A secret in the environment's Azure Key Vault, by secret name.
-    KeyVault(String),
-    /// An environment variable of the process that needs the secret.
-    Env(String),
+    /// A secret in the environment's Azure Key Vault, by secret name (Key Vault's rule:
+    /// letters, digits and `-`).
+    KeyVault(#[schemars(regex(pattern = r"^[A-Za-z0-9-]{1,127}$"))] String),
+    /// An environment variable of the process that needs the secret: upper-case letters,
+    /// digits and `_`, so every process (and Kong's `env` vault) reads the same name.
+    Env(#[schemars(regex(pattern = r"^[A-Z_][A-Z0-9_]{0,127}$"))] String),
 }
 
 impl SecretRef {

@@ -14,23 +14,23 @@ use kombiform_spec::load::Input;
 const BASE: &[(&str, &str)] = &[
     (
         "specs/platform/local.yaml",
-        include_str!("../../../tests/golden/example/specs/platform/local.yaml"),
+        include_str!("../../../tests/fixtures/example-specs/platform/local.yaml"),
     ),
     (
         "specs/platform/prod.yaml",
-        include_str!("../../../tests/golden/example/specs/platform/prod.yaml"),
+        include_str!("../../../tests/fixtures/example-specs/platform/prod.yaml"),
     ),
     (
         "specs/plans.yaml",
-        include_str!("../../../tests/golden/example/specs/plans.yaml"),
+        include_str!("../../../tests/fixtures/example-specs/plans.yaml"),
     ),
     (
         "specs/flags.yaml",
-        include_str!("../../../tests/golden/example/specs/flags.yaml"),
+        include_str!("../../../tests/fixtures/example-specs/flags.yaml"),
     ),
     (
         "specs/collections.yaml",
-        include_str!("../../../tests/golden/example/specs/collections.yaml"),
+        include_str!("../../../tests/fixtures/example-specs/collections.yaml"),
     ),
 ];
 

@@ -14,18 +14,32 @@ use kombiform_spec::load::{load, Input};
 use kombiform_test_support::{golden_dir, workspace_root};
 
 /// Reads the spec files of a case with display paths relative to the case (`specs/x.yaml`).
+/// A case with a `base` file naming another case (`minimal`) starts from that case's spec
+/// files; its own files replace those of the same name. Broken-spec cases hold only the file
+/// they break.
 fn read_case_specs(case: &Path) -> Result<Vec<Input>> {
-    let specs = case.join("specs");
-    let mut inputs = kombiform::cli::read_specs(&specs)
-        .with_context(|| format!("reading {}", specs.display()))?;
-    for i in &mut inputs {
-        let rel = Path::new(&i.path)
-            .strip_prefix(case)
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| i.path.clone());
-        i.path = rel;
+    let mut files: BTreeMap<String, Input> = BTreeMap::new();
+    let base = case.join("base");
+    if base.exists() {
+        let name = std::fs::read_to_string(&base)
+            .with_context(|| format!("reading {}", base.display()))?;
+        for input in read_case_specs(&golden_dir().join(name.trim()))? {
+            files.insert(input.path.clone(), input);
+        }
     }
-    Ok(inputs)
+    let specs = case.join("specs");
+    if specs.exists() || !base.exists() {
+        let inputs = kombiform::cli::read_specs(&specs)
+            .with_context(|| format!("reading {}", specs.display()))?;
+        for mut i in inputs {
+            i.path = Path::new(&i.path)
+                .strip_prefix(case)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| i.path.clone());
+            files.insert(i.path.clone(), i);
+        }
+    }
+    Ok(files.into_values().collect())
 }
 
 /// What a case produces: generated files, or `diagnostics.txt`.

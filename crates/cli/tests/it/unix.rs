@@ -13,7 +13,7 @@ fn kombiform() -> Command {
 
 #[test]
 fn a_closed_pipe_is_a_quiet_exit() {
-    let example = golden_dir().join("example/specs");
+    let example = kombiform_test_support::example_specs_dir();
     for format in ["dot", "text"] {
         let mut child = kombiform()
             .args(["graph", "--format", format, "--specs"])
