@@ -87,12 +87,14 @@ async fn run(args: Args) -> Result<()> {
         std::fs::write(path, standin.ca_pem())
             .with_context(|| format!("writing the CA certificate to {}", path.display()))?;
     }
+    // Whoever started us may read the first line and close the pipe: the stand-in keeps
+    // serving whether or not stdout is still there.
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{}", standin.addr()).context("writing the address")?;
+    let _ = writeln!(out, "{}", standin.addr());
     if let Some(path) = &args.ca_cert {
-        writeln!(out, "ca-cert: {}", path.display()).context("writing to stdout")?;
+        let _ = writeln!(out, "ca-cert: {}", path.display());
     }
-    out.flush().context("writing to stdout")?;
+    let _ = out.flush();
     drop(out);
     tokio::signal::ctrl_c()
         .await

@@ -1,12 +1,13 @@
 //! The request record (`--record FILE`): every request the stand-in receives, as one JSON line
-//! `{"method","path","api-version","body","status"}` (`status` is null for a dropped
-//! connection). Secrets never reach it: write-only properties are redacted, and of a token
+//! `{"method","path","api-version","body","status","at_ms"}` (`status` is null for a dropped
+//! connection; `at_ms` is when the request arrived, in real milliseconds since the start). Secrets never reach it: write-only properties are redacted, and of a token
 //! request only the grant type, client id and scope are kept.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -31,11 +32,14 @@ pub struct Record {
     pub body: Value,
     /// The status answered; None when the connection was dropped.
     pub status: Option<u16>,
+    /// When the request arrived: real milliseconds since the stand-in started.
+    pub at_ms: u64,
 }
 
 /// Where records go: always memory, and a file when asked.
 #[derive(Debug)]
 pub(crate) struct Recorder {
+    started: Instant,
     file: Option<Mutex<BufWriter<File>>>,
     memory: Mutex<Vec<Record>>,
 }
@@ -50,6 +54,7 @@ impl Recorder {
             })
             .transpose()?;
         Ok(Self {
+            started: Instant::now(),
             file,
             memory: Mutex::new(Vec::new()),
         })
@@ -57,13 +62,15 @@ impl Recorder {
 
     /// Records one request and its status. A record file that cannot be written is reported
     /// once per failure on the returned error; the request is answered anyway.
-    pub(crate) fn record(&self, req: &Req, status: Option<u16>) -> Result<()> {
+    pub(crate) fn record(&self, req: &Req, arrived: Instant, status: Option<u16>) -> Result<()> {
+        let at_ms = arrived.saturating_duration_since(self.started).as_millis();
         let record = Record {
             method: req.method.to_string(),
             path: req.path.clone(),
             api_version: req.api_version().map(str::to_owned),
             body: recorded_body(req),
             status,
+            at_ms: u64::try_from(at_ms).unwrap_or(u64::MAX),
         };
         if let Some(file) = &self.file {
             let mut file = file.lock().unwrap_or_else(|e| e.into_inner());

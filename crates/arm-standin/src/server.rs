@@ -91,6 +91,7 @@ async fn handle(
     scheme: &'static str,
     shared: Arc<Shared>,
 ) -> Result<Response<Full<Bytes>>, DropConnection> {
+    let arrived = std::time::Instant::now();
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes().to_vec(),
@@ -138,7 +139,7 @@ async fn handle(
     // still has the request.
     let _ = shared
         .recorder
-        .record(&req, (!answer.drop).then_some(answer.status));
+        .record(&req, arrived, (!answer.drop).then_some(answer.status));
     if answer.drop {
         return Err(DropConnection);
     }

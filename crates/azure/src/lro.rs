@@ -4,7 +4,8 @@
 //! Which URL to poll, in ARM's order: `Azure-AsyncOperation` (an operation-status resource,
 //! `{"status": "InProgress"|"Succeeded"|"Failed"|"Canceled", "error"?}`; decided on `status`
 //! alone, since some providers send `"error":{"code":"None"}` while in progress), then
-//! `Location` (202 while running, then the answer the request would have had), then the
+//! `Location` (202 while running, then the answer the request would have had: a 4xx there
+//! is the operation's failure), then the
 //! resource itself until its `provisioningState` is terminal (absent means Succeeded). Every
 //! wait lasts the `Retry-After` of the latest answer that had one (else the default poll
 //! interval). A PUT finished through `Azure-AsyncOperation` reads the resource once more for
@@ -311,6 +312,14 @@ impl Arm {
             match reply.status {
                 202 => continue,
                 204 => return Ok(None),
+                // The answer the request would have had: a 4xx is the operation's failure.
+                400..=499 => {
+                    return Err(ArmError::Operation {
+                        request: wait.request.clone(),
+                        status: Terminal::Failed,
+                        error: ErrorDetail::from_response(reply.status, &reply.body),
+                    })
+                }
                 _ => {
                     let reply = reply.check(&wait.request)?;
                     return reply.json(&wait.request);
