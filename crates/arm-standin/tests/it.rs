@@ -256,3 +256,32 @@ async fn answers_carry_the_remaining_budget_and_the_record_hides_write_only_valu
         "<redacted>"
     );
 }
+
+#[tokio::test]
+async fn latency_delays_every_answer() {
+    let faults = kombiform_arm_standin::Faults::parse("latency=40ms").unwrap();
+    let standin = StandIn::start(Config {
+        faults,
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let http = http_client(standin.ca_pem()).unwrap();
+    let base = standin.url();
+    let bearer = token(&http, &base).await.unwrap();
+    for _ in 0..3 {
+        let answer = http
+            .get(format!("{base}/subscriptions/s?api-version=2021-01-01"))
+            .bearer_auth(&bearer)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 200);
+    }
+    // Sequential requests: each arrives after the previous answer, which waited 40 ms.
+    let records = standin.records();
+    for pair in records.windows(2) {
+        assert!(pair[1].at_ms >= pair[0].at_ms + 40, "{pair:?}");
+    }
+    assert_eq!(records.len(), 4);
+}

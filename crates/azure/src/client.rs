@@ -4,8 +4,8 @@
 //!
 //! Retries: 429 always (ARM did not process the request), 408 and 5xx and lost connections
 //! for idempotent methods (everything but POST), each after the server's `retry-after-ms`,
-//! `x-ms-retry-after-ms` or `Retry-After`, else after an exponential backoff with jitter.
-//! Every attempt takes a token from the budget first.
+//! `x-ms-retry-after-ms` or `Retry-After`, else after an exponential backoff with jitter; a
+//! 401 once, with a new token. Every attempt takes a token from the budget first.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -340,6 +340,7 @@ impl Arm {
         let scope = subscription_of(url.path()).to_owned();
         let idempotent = method != Method::POST;
         let mut attempt: u32 = 0;
+        let mut renewed_token = false;
         loop {
             attempt += 1;
             if attempt > 1 {
@@ -380,6 +381,12 @@ impl Arm {
                 Ok(reply) => {
                     tracing::debug!(%method, path = url.path(), status = reply.status, attempt, "ARM answered");
                     self.observe_remaining(&scope, &reply.headers);
+                    if reply.status == 401 && !renewed_token {
+                        // A token revoked or expired early: ask for a new one, once.
+                        renewed_token = true;
+                        inner.tokens.invalidate().await;
+                        continue;
+                    }
                     let retry = match reply.status {
                         429 => {
                             inner.counters.throttled.fetch_add(1, Ordering::Relaxed);

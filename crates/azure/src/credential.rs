@@ -235,6 +235,11 @@ impl Tokens {
         })
     }
 
+    /// Forgets the cached token (ARM refused it).
+    pub(crate) async fn invalidate(&self) {
+        *self.cache.lock().await = None;
+    }
+
     /// A valid ARM token: the cached one, or a new one from the first source of the chain
     /// that gives one. One request at a time asks the chain; the others wait for its answer.
     pub(crate) async fn bearer(&self) -> Result<Secret, ArmError> {

@@ -398,22 +398,14 @@ async fn injected_faults_converge_without_exceeding_the_budget() {
     }
     let listed = arm.list(&format!("{rg}/resources"), RG_API).await.unwrap();
     assert_eq!(listed.len(), 40);
+    let mut deletes = tokio::task::JoinSet::new();
     for (id, api) in ids {
         let arm = arm.clone();
-        tasks.spawn(async move {
-            let deleted = arm.delete_and_wait(&id, api).await.unwrap();
-            assert_eq!(deleted, Deleted::Deleted, "{id}");
-            Ok::<_, ArmError>((
-                id,
-                kombiform_azure::Put {
-                    status: 0,
-                    resource: Value::Null,
-                },
-            ))
-        });
+        deletes.spawn(async move { (arm.delete_and_wait(&id, api).await, id) });
     }
-    while let Some(joined) = tasks.join_next().await {
-        joined.unwrap().unwrap();
+    while let Some(joined) = deletes.join_next().await {
+        let (deleted, id) = joined.unwrap();
+        assert_eq!(deleted.unwrap(), Deleted::Deleted, "{id}");
     }
     assert!(arm
         .list(&format!("{rg}/resources"), RG_API)
