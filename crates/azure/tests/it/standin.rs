@@ -330,7 +330,7 @@ async fn an_empty_arm_bucket_answers_429_and_the_client_waits_for_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injected_faults_converge_without_exceeding_the_budget() {
     let faults =
-        Faults::parse("429=30%,5xx=5%,reads=40/100,writes=20/50,deletes=20/50,seed=5").unwrap();
+        Faults::parse("429=30%,5xx=5%,reads=40/80,writes=20/40,deletes=20/40,seed=5").unwrap();
     let standin = start(Config {
         faults,
         time_scale: 0.001,
@@ -346,12 +346,14 @@ async fn injected_faults_converge_without_exceeding_the_budget() {
         &standin,
         ArmOptions {
             retry: quick_retries(),
-            // The stand-in's buckets, a quarter of each burst held back (as the default does
-            // with ARM's).
+            // The stand-in's refill rates, half of each burst held back: a request may reach
+            // the stand-in up to 250 ms later than its neighbours (new TLS connections, two
+            // cores shared by parallel tests) without bunching past its bucket. (The default
+            // holds back a tenth of ARM's burst: 2 s at ARM's write rate.)
             limits: Limits {
-                reads: limit(30.0, 100.0),
-                writes: limit(15.0, 50.0),
-                deletes: limit(15.0, 50.0),
+                reads: limit(20.0, 80.0),
+                writes: limit(10.0, 40.0),
+                deletes: limit(10.0, 40.0),
             },
             ..ArmOptions::default()
         },
@@ -368,9 +370,9 @@ async fn injected_faults_converge_without_exceeding_the_budget() {
             json!({"location": "westeurope"}),
         ),
         (
-            "Microsoft.App/managedEnvironments",
-            "2025-07-01",
-            json!({"location": "westeurope", "properties": {}}),
+            "Microsoft.Cdn/profiles",
+            "2025-06-01",
+            json!({"location": "global", "sku": {"name": "Standard_AzureFrontDoor"}}),
         ),
         (
             "Microsoft.Storage/storageAccounts",
@@ -628,31 +630,6 @@ async fn arm_behaviour_the_provider_relies_on() {
         (200, Some("DEPLOYER"))
     );
 
-    // A role assignment for a brand-new identity fails until the directory has it.
-    let principal = put.resource["properties"]["principalId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let assignment = format!(
-        "{rg}/providers/Microsoft.Authorization/roleAssignments/{}",
-        "0b1c4e2a-0000-4000-8000-000000000001"
-    );
-    let body = json!({"properties": {"roleDefinitionId": "/providers/Microsoft.Authorization/roleDefinitions/x", "principalId": principal}});
-    let err = arm
-        .put_and_wait(&assignment, "2022-04-01", &body)
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Some("PrincipalNotFound"));
-    // Retried as the provider will retry it, it goes through once replication is done.
-    let mut refused = 1;
-    loop {
-        match arm.put_and_wait(&assignment, "2022-04-01", &body).await {
-            Ok(_) => break,
-            Err(err) if err.code() == Some("PrincipalNotFound") && refused < 10_000 => refused += 1,
-            Err(err) => panic!("after {refused} refusals: {err}"),
-        }
-    }
-
     // Key Vault: a deleted vault keeps its name until recovered.
     let kv = format!("{rg}/providers/Microsoft.KeyVault/vaults/kfy-vault");
     let vault = json!({"location": "westeurope", "properties": {"tenantId": "t", "sku": {"family": "A", "name": "standard"}}});
@@ -750,4 +727,48 @@ async fn arm_behaviour_the_provider_relies_on() {
     arm.put_and_wait(&route, "2025-06-01", &route_body)
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_assignments_wait_for_a_new_identity_to_replicate() {
+    // 10 stand-in seconds of replication are 200 ms here: longer than the two requests
+    // between the identity's creation and the first assignment.
+    let standin = start(Config {
+        time_scale: 0.02,
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let arm = client(&standin, options()).unwrap();
+    let rg = group("roles");
+    arm.put_and_wait(&rg, RG_API, &json!({"location": "westeurope"}))
+        .await
+        .unwrap();
+    let id = format!("{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/app");
+    let identity = arm
+        .put_and_wait(&id, "2023-01-31", &json!({"location": "westeurope"}))
+        .await
+        .unwrap();
+    let principal = identity.resource["properties"]["principalId"].clone();
+    let assignment =
+        format!("{rg}/providers/Microsoft.Authorization/roleAssignments/0b1c4e2a-0000-4000-8000-000000000001");
+    let body = json!({"properties": {"roleDefinitionId": "/providers/Microsoft.Authorization/roleDefinitions/x", "principalId": principal}});
+    let err = arm
+        .put_and_wait(&assignment, "2022-04-01", &body)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("PrincipalNotFound"));
+    // Retried as the provider will retry it (paced by the client's budget), it goes through
+    // once replication is done.
+    let mut refused = 1;
+    loop {
+        match arm.put_and_wait(&assignment, "2022-04-01", &body).await {
+            Ok(put) => {
+                assert_eq!(put.status, 201);
+                break;
+            }
+            Err(err) if err.code() == Some("PrincipalNotFound") && refused < 10_000 => refused += 1,
+            Err(err) => panic!("after {refused} refusals: {err}"),
+        }
+    }
 }
