@@ -529,7 +529,7 @@ pub struct Postgres {
     pub admin_password: SecretRef,
     /// TLS to the server, for `kombiform plan`/`apply`, `kombify-sso` and `kombify-health`.
     /// Absent: `verify-full` against the bundled roots of Azure Database for PostgreSQL on
-    /// Azure environments, `disable` elsewhere (see [`Platform::postgres_tls`]).
+    /// Azure environments, `disable` elsewhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<PostgresTls>,
     /// IPv4 ranges (CIDR) outside Azure that the server's firewall lets in besides Azure's
@@ -1284,9 +1284,18 @@ mod tests {
     #[test]
     fn ipv4_cidr_ranges() {
         let range = |c: &str| ipv4_cidr_range(c).map(|(a, b)| format!("{a}-{b}"));
-        assert_eq!(range("203.0.113.7/32").as_deref(), Some("203.0.113.7-203.0.113.7"));
-        assert_eq!(range("203.0.113.0/28").as_deref(), Some("203.0.113.0-203.0.113.15"));
-        assert_eq!(range("0.0.0.0/0").as_deref(), Some("0.0.0.0-255.255.255.255"));
+        assert_eq!(
+            range("203.0.113.7/32").as_deref(),
+            Some("203.0.113.7-203.0.113.7")
+        );
+        assert_eq!(
+            range("203.0.113.0/28").as_deref(),
+            Some("203.0.113.0-203.0.113.15")
+        );
+        assert_eq!(
+            range("0.0.0.0/0").as_deref(),
+            Some("0.0.0.0-255.255.255.255")
+        );
         for bad in [
             "203.0.113.7/28",
             "203.0.113.7",

@@ -300,16 +300,16 @@ fn check_postgres_access(l: &Located<Platform>, diags: &mut Vec<Diagnostic>) {
             ),
             Some(_) => {}
         }
-        if p.azure.is_none() {
-            diags.push(
-                Diagnostic::error(
-                    "allowed-cidrs-without-azure",
-                    "`postgres.allowedCidrs` opens the firewall of the Azure server, and this environment has no `azure` section",
-                    at(),
-                )
-                .hint("remove `allowedCidrs`, or add `azure`"),
-            );
-        }
+    }
+    if !pg.allowed_cidrs.is_empty() && p.azure.is_none() {
+        diags.push(
+            Diagnostic::error(
+                "allowed-cidrs-without-azure",
+                "`postgres.allowedCidrs` opens the firewall of the Azure server, and this environment has no `azure` section",
+                l.key_label(&["spec", "postgres"], "allowedCidrs"),
+            )
+            .hint("remove `allowedCidrs`, or add `azure`"),
+        );
     }
 }
 

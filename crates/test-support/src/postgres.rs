@@ -159,7 +159,13 @@ impl Postgres {
 
             let (port, socket_dir) = (pg.port, pg.socket_dir.clone());
             let ready = || {
-                connect(port, socket_dir.as_deref(), "postgres", Duration::from_secs(1)).is_ok()
+                connect(
+                    port,
+                    socket_dir.as_deref(),
+                    "postgres",
+                    Duration::from_secs(1),
+                )
+                .is_ok()
             };
             match process::wait_until_ready("postgres", child, &pg.log_path, ready)? {
                 Startup::Ready => return Ok(pg),
@@ -271,8 +277,13 @@ impl Postgres {
 
     /// A connected client for database `db`.
     pub fn connect(&self, db: &str) -> Result<postgres::Client> {
-        connect(self.port, self.socket_dir.as_deref(), db, Duration::from_secs(10))
-            .with_context(|| format!("connecting to {}", self.url_for(db)))
+        connect(
+            self.port,
+            self.socket_dir.as_deref(),
+            db,
+            Duration::from_secs(10),
+        )
+        .with_context(|| format!("connecting to {}", self.url_for(db)))
     }
 
     /// A command for PostgreSQL program `program`, run as [`OS_USER`] when we are root.

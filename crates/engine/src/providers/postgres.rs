@@ -30,8 +30,8 @@ use crate::providers::{AuditRecord, Client, LiveRead, Registration};
 
 use kombiform_emit::targets::postgres as target;
 use kombiform_model::{Env, PostgresTls};
-use kombiform_sys::tls::postgres as pg_tls;
 use kombiform_plan::Change;
+use kombiform_sys::tls::postgres as pg_tls;
 
 /// The PostgreSQL provider.
 pub const REGISTRATION: Registration = Registration {

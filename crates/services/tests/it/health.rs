@@ -26,8 +26,8 @@ use kombiform_services::health::{self, FailureKind, Readiness, ReadyReport, Stat
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use kombiform_test_support::pocketbase::PocketBase;
 use kombiform_model::{PostgresTls, PostgresTlsMode};
+use kombiform_test_support::pocketbase::PocketBase;
 use kombiform_test_support::postgres::{Postgres, OTHER_LOOPBACK};
 use kombiform_test_support::tls::TestCa;
 
@@ -642,7 +642,9 @@ fn probe_failure(cfg: &HealthConfig) -> Result<Option<health::Failure>> {
     };
     let check = health::PostgresCheck::new(&target, "test-password", Duration::from_secs(10))
         .map_err(anyhow::Error::msg)?;
-    Ok(runtime()?.block_on(health::probe::Probe::probe(&check)).err())
+    Ok(runtime()?
+        .block_on(health::probe::Probe::probe(&check))
+        .err())
 }
 
 fn verify_full(ca: &TestCa) -> PostgresTls {
@@ -662,7 +664,11 @@ fn assert_tls_down(cfg: &HealthConfig, summary: &str, detail: &str) -> Result<()
     assert_eq!(reason.message, summary);
     let failure = probe_failure(cfg)?.context("the probe passed")?;
     assert!(failure.detail.contains(detail), "{}", failure.detail);
-    assert!(!failure.detail.contains("test-password"), "{}", failure.detail);
+    assert!(
+        !failure.detail.contains("test-password"),
+        "{}",
+        failure.detail
+    );
     Ok(())
 }
 

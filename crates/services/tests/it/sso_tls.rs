@@ -108,11 +108,7 @@ fn the_pool_refuses_a_host_name_the_certificate_does_not_hold() -> Result<()> {
 fn the_pool_never_mixes_plain_text_and_tls() -> Result<()> {
     let ca = TestCa::new("kombiform test CA")?;
     let tls_only = Postgres::start_tls(&ca)?;
-    let msg = refused(&config(
-        &tls_only,
-        tls_only.host(),
-        PostgresTls::disabled(),
-    ))?;
+    let msg = refused(&config(&tls_only, tls_only.host(), PostgresTls::disabled()))?;
     assert!(msg.contains("accepts only TLS connections"), "{msg}");
     let no_tls = Postgres::start()?;
     let msg = refused(&config(&no_tls, no_tls.host(), verify_full(&ca)))?;

@@ -42,7 +42,10 @@ pub fn connector(tls: &PostgresTls) -> Result<Option<MakeRustlsConnect>, TlsErro
     if tls.mode == PostgresTlsMode::Disable {
         return Ok(None);
     }
-    let pem = tls.ca_certificates_pem.as_deref().unwrap_or(AZURE_ROOTS_PEM);
+    let pem = tls
+        .ca_certificates_pem
+        .as_deref()
+        .unwrap_or(AZURE_ROOTS_PEM);
     let config = client_config_with_roots(pem.as_bytes())
         .map_err(|e| TlsError(format!("{} ({e})", roots(tls))))?;
     Ok(Some(MakeRustlsConnect::new(config)))
@@ -112,7 +115,10 @@ pub fn explain(err: &(dyn StdError + 'static), tls: &PostgresTls) -> Option<Fail
             return Some(found);
         }
         // An io::Error's `source` skips the error it wraps (rustls' lives there).
-        if let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
             if let Some(found) = explain(inner, tls) {
                 return Some(found);
             }
@@ -128,7 +134,8 @@ fn explain_one(e: &(dyn StdError + 'static), tls: &PostgresTls) -> Option<Failur
     }
     if let Some(db) = e.downcast_ref::<tokio_postgres::error::DbError>() {
         // `no pg_hba.conf entry for host …, no encryption`: only `hostssl` lines match.
-        let plain_refused = db.code() == &tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+        let plain_refused = db.code()
+            == &tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION
             && db.message().ends_with("no encryption");
         return plain_refused.then(|| Failure {
             kind: FailureKind::ServerRequiresTls,
@@ -154,16 +161,16 @@ fn explain_one(e: &(dyn StdError + 'static), tls: &PostgresTls) -> Option<Failur
 fn rustls_failure(e: &rustls::Error, tls: &PostgresTls) -> Failure {
     use rustls::CertificateError as C;
     match e {
-        rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
-            Failure {
-                kind: FailureKind::HostName,
-                message: format!(
-                    "TLS host name verification failed: the server's certificate does not name \
+        rustls::Error::InvalidCertificate(
+            C::NotValidForName | C::NotValidForNameContext { .. },
+        ) => Failure {
+            kind: FailureKind::HostName,
+            message: format!(
+                "TLS host name verification failed: the server's certificate does not name \
                      the host connected to ({e}); connect by a name the certificate holds (on \
                      Azure, the server's `*.postgres.database.azure.com` name)"
-                ),
-            }
-        }
+            ),
+        },
         rustls::Error::InvalidCertificate(_) => Failure {
             kind: FailureKind::Untrusted,
             message: format!(
@@ -227,7 +234,10 @@ mod tests {
         let io = std::io::Error::new(std::io::ErrorKind::InvalidData, name);
         let got = explain(&io, &PostgresTls::azure()).unwrap();
         assert_eq!(got.kind, FailureKind::HostName);
-        assert!(got.message.contains("host name verification failed"), "{got}");
+        assert!(
+            got.message.contains("host name verification failed"),
+            "{got}"
+        );
 
         let issuer = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
         let io = std::io::Error::new(std::io::ErrorKind::InvalidData, issuer);
