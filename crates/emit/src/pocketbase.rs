@@ -57,9 +57,8 @@ pub fn emit(env: Env<'_>, files: &mut Files) {
 pub fn collections(env: Env<'_>) -> Vec<serde_json::Value> {
     let stencils = Stencils::of(env);
     let tenants = tenants(env);
-    let mut out = Vec::with_capacity(
-        stencils.globals.len() + stencils.active.len() * tenants.len(),
-    );
+    let mut out =
+        Vec::with_capacity(stencils.globals.len() + stencils.active.len() * tenants.len());
     let mut text = String::new();
     let mut push = |stencil: &Stencil, ident: &str| {
         text.clear();
@@ -582,9 +581,8 @@ fn stencil_len(s: &Stencil) -> usize {
 fn migration(env: &str, stencils: &Stencils, tenants: &[(String, bool)]) -> String {
     let all_tenant: Vec<&Stencil> = stencils.active.iter().chain(&stencils.suspended).collect();
     let placeholder = placeholder(&all_tenant);
-    let joined = |set: &[Stencil]| -> Vec<String> {
-        set.iter().map(|t| t.joined(&placeholder)).collect()
-    };
+    let joined =
+        |set: &[Stencil]| -> Vec<String> { set.iter().map(|t| t.joined(&placeholder)).collect() };
     let globals: Vec<String> = stencils.globals.iter().map(|g| g.joined("")).collect();
     let (templates, suspended_templates) = (joined(&stencils.active), joined(&stencils.suspended));
     let idents: Vec<&str> = tenants.iter().map(|(i, _)| i.as_str()).collect();
@@ -928,8 +926,8 @@ mod tests {
             }
             // Only the rules differ: the fields, indexes and data stay.
             let text = serde_json::to_string(open).expect("json");
-            let mut open = serde_json::from_str::<Value>(&text.replace("acme", "hooli"))
-                .expect("json");
+            let mut open =
+                serde_json::from_str::<Value>(&text.replace("acme", "hooli")).expect("json");
             for rule in RULES {
                 open[rule] = Value::Null;
             }

@@ -72,9 +72,14 @@ fn tenant_templates(model: &Model) -> Vec<&CollectionTemplate> {
     let mut done: Vec<&CollectionTemplate> = Vec::new();
     while !left.is_empty() {
         let ready = left.iter().position(|t| {
-            t.fields.iter().filter_map(|f| f.target.as_deref()).all(|x| {
-                x == t.name || done.iter().any(|d| d.name == x) || !left.iter().any(|l| l.name == x)
-            })
+            t.fields
+                .iter()
+                .filter_map(|f| f.target.as_deref())
+                .all(|x| {
+                    x == t.name
+                        || done.iter().any(|d| d.name == x)
+                        || !left.iter().any(|l| l.name == x)
+                })
         });
         done.push(left.remove(ready.unwrap_or(0)));
     }
@@ -323,14 +328,18 @@ fn create_checks(
         let body = tenant.body(t, 0, superuser_only);
         let (status, reply) = tenant.send("POST", &path, Some(alice), &body)?;
         if !refused_create(status, &reply) {
-            problems.push(format!("{name}: a member created a record: {status} {reply}"));
+            problems.push(format!(
+                "{name}: a member created a record: {status} {reply}"
+            ));
         }
         return Ok(());
     }
     let control = tenant.body(t, 0, superuser_only);
     let (status, reply) = tenant.send("POST", &path, Some(alice), &control)?;
     if status != 200 {
-        bail!("{name}: the control create failed, the checks would prove nothing: {status} {reply}");
+        bail!(
+            "{name}: the control create failed, the checks would prove nothing: {status} {reply}"
+        );
     }
     for f in guarded(t) {
         let Some(foreign) = tenant.foreign(f) else {
@@ -379,7 +388,10 @@ fn update_checks(
         let body = Map::from_iter([(f.name.clone(), value)]);
         let (status, reply) = tenant.send("PATCH", &path, Some(&tenant.tokens[0]), &body)?;
         if status != 200 {
-            bail!("{name}: alice could not change {}: {status} {reply}", f.name);
+            bail!(
+                "{name}: alice could not change {}: {status} {reply}",
+                f.name
+            );
         }
     }
     let actors: &[usize] = if level == AccessLevel::Member {
@@ -394,7 +406,10 @@ fn update_checks(
         let (_, before) = call(tenant.pb, "GET", &path, Some(tenant.su), None)?;
         let mut bodies: Vec<(&str, Map<String, Value>)> = vec![
             ("JSON", Map::from_iter([(f.name.clone(), foreign.clone())])),
-            ("multipart", Map::from_iter([(f.name.clone(), foreign.clone())])),
+            (
+                "multipart",
+                Map::from_iter([(f.name.clone(), foreign.clone())]),
+            ),
         ];
         if matches!(f.kind, FieldKind::Select | FieldKind::Relation) {
             let key = format!("{}+", f.name);
