@@ -268,7 +268,10 @@ impl SsoEnv {
         rt.block_on(service.warm_up());
         let s = Arc::clone(&service);
         rt.spawn(async move { sso::serve(listener, s, std::future::pending()).await });
-        let http = reqwest::Client::builder().no_proxy().build()?;
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(kombiform_sys::tls::client_config()?)
+            .no_proxy()
+            .build()?;
         Ok(SsoEnv {
             rt,
             pg,
