@@ -16,10 +16,17 @@
 //! - Auth system fields (`password`, `tokenKey`, `email`, ...) are appended by PocketBase and
 //!   are left out; the `id` field is written first so the field order stays put on re-import.
 //!
-//! Speed: a tenant collection differs from its template only in the tenant's ident, so each
-//! template is rendered once into a [`Stencil`] (text with holes) and filled per tenant by
-//! copying. The JS migration ships the stencils once plus the tenant list and fills them in
-//! JavaScript the same way, so both files describe byte-identical collections.
+//! - Rules can guard single fields (`@request.body.f:isset`/`:changed`), and a rule evaluates
+//!   the value PocketBase will store (JSON, multipart, `@jsonPayload` and `+`/`-` modifiers
+//!   alike); see `rule`. A `null` rule and a `null` `authRule` shut everyone but superusers
+//!   out, tokens already issued included: that is what a suspended tenant gets.
+//!
+//! Speed: a tenant collection differs from its template only in the tenant's ident (and, for
+//! a suspended tenant, its rules), so each template is rendered twice into a [`Stencil`] (text
+//! with holes), once with the rules of an active tenant and once of a suspended one, and
+//! filled per tenant by copying. The JS migration ships the stencils once plus the tenant list
+//! (and which tenants are suspended) and fills them in JavaScript the same way, so both files
+//! describe byte-identical collections.
 
 use std::fmt::Write as _;
 
