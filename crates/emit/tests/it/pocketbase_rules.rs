@@ -1,7 +1,8 @@
 //! The generated PocketBase rules inside one tenant, against the real PocketBase 0.40.6, for
 //! every tenant collection template, tried as a hostile member would: fields only kombify-sso
 //! may write (a user's Zitadel subject and role, any `writableBy: superuser` field) are refused
-//! on create and update, as JSON, as multipart form and with PocketBase's `+` modifier; the
+//! on create and update, as JSON, as multipart form and with PocketBase's `+` modifier (and
+//! PocketBase's own `email` and `verified` stay out of a user's reach too); the
 //! `owner` field is bound to the creator and cannot be changed, so the owner-only delete
 //! holds; and a suspended tenant's users reach none of its collections.
 //!
@@ -392,6 +393,22 @@ fn update_checks(
                 "{name}: alice could not change {}: {status} {reply}",
                 f.name
             );
+        }
+    }
+    if t.kind == CollectionKind::Auth {
+        // PocketBase's own identity fields: only superusers (or a manage rule, which kombiform
+        // never writes) change them.
+        let (_, before) = call(tenant.pb, "GET", &path, Some(tenant.su), None)?;
+        for body in [
+            json!({"email": "taken-over@example.test"}),
+            json!({"verified": false}),
+        ] {
+            let body = body.as_object().cloned().unwrap_or_default();
+            let (status, reply) = tenant.send("PATCH", &path, Some(&tenant.tokens[0]), &body)?;
+            let (_, after) = call(tenant.pb, "GET", &path, Some(tenant.su), None)?;
+            if status == 200 || after != before {
+                problems.push(format!("{name}: alice sent {body:?}: {status} {reply}"));
+            }
         }
     }
     let actors: &[usize] = if level == AccessLevel::Member {
