@@ -548,6 +548,9 @@ fn applies_leave_an_audit_record() -> Result<()> {
     let p = provider_with(&server, "audit", SslMode::Prefer)?;
     converge(&p, &desired(env(&m, "local")?), &BTreeSet::new())?;
     let record = AuditRecord {
+        id: "rec-1".into(),
+        adopted: Vec::new(),
+        forgotten: Vec::new(),
         actor: "ops@host".into(),
         started_at: "2025-01-01T00:00:00Z".into(),
         finished_at: "2025-01-01T00:00:01Z".into(),
@@ -581,6 +584,12 @@ fn applies_leave_an_audit_record() -> Result<()> {
             "postgres.tenant.acme"
         ]
     );
+    // Delivered again (its answer was lost): stored once.
+    p.record_audit(&record)?;
+    let n: i64 = db
+        .query_one("SELECT count(*) FROM kombify.audit_log", &[])?
+        .get(0);
+    assert_eq!(n, 1, "a record delivered twice is stored once");
     Ok(())
 }
 

@@ -390,17 +390,19 @@ fn alter(tx: &mut Transaction<'_>, def: &TableDef, qname: &str, a: &AttrChange) 
 // ---------------------------------------------------------------------------------------
 
 /// Appends `record` to `kombify.audit_log`: actor, action `apply`, the environment as target,
-/// details (plan hash, times, command, changes, error) as jsonb, and the result mapped to
-/// the table's vocabulary (`succeeded` → `success`, `failed` → `failure`,
-/// `refused` → `denied`).
+/// details (id, plan hash, times, command, changes, error) as jsonb, and the result mapped to
+/// the table's vocabulary (`succeeded` → `success`; `failed`, `partially failed`,
+/// `interrupted` → `failure`; `refused` → `denied`; the exact result is in the details). A
+/// record whose id is already there (delivered again after a lost answer) is not added twice.
 pub(super) fn record_audit(client: &mut Client, record: &AuditRecord) -> Result<()> {
     let result = match record.result.as_str() {
         "succeeded" => "success",
-        "failed" => "failure",
+        "failed" | "partially failed" | "interrupted" => "failure",
         "refused" => "denied",
         other => bail!("unknown audit result {other:?}"),
     };
     let details = json!({
+        "id": record.id,
         "plan_hash": record.plan_hash,
         "started_at": record.started_at,
         "finished_at": record.finished_at,
@@ -408,6 +410,8 @@ pub(super) fn record_audit(client: &mut Client, record: &AuditRecord) -> Result<
         "result": record.result,
         "error": record.error,
         "changes": record.changes,
+        "adopted": record.adopted,
+        "forgotten": record.forgotten,
     })
     .to_string();
     let actor = if record.actor.is_empty() {
@@ -418,8 +422,10 @@ pub(super) fn record_audit(client: &mut Client, record: &AuditRecord) -> Result<
     client
         .execute(
             "INSERT INTO kombify.audit_log (actor, action, target, details, result) \
-             VALUES ($1, 'apply', $2, CAST($3::text AS jsonb), $4)",
-            &[&actor, &record.env, &details, &result],
+             SELECT $1, 'apply', $2, CAST($3::text AS jsonb), $4 \
+             WHERE $5 = '' OR NOT EXISTS (SELECT 1 FROM kombify.audit_log \
+                 WHERE action = 'apply' AND target = $2 AND details->>'id' = $5)",
+            &[&actor, &record.env, &details, &result, &record.id],
         )
         .map_err(transient_or)
         .context("appending to kombify.audit_log")?;
