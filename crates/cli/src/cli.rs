@@ -733,7 +733,11 @@ fn cmd_apply(args: DeployArgs, flags: ApplyFlags) -> Result<u8> {
         }
     };
     {
-        let (backend, env, id) = (backend.clone(), env.name().to_string(), lock.info().id.clone());
+        let (backend, env, id) = (
+            backend.clone(),
+            env.name().to_string(),
+            lock.info().id.clone(),
+        );
         stop.on_stop_while_preparing(Box::new(move || {
             let _ = backend.unlock(&env, &id);
         }));
@@ -743,7 +747,9 @@ fn cmd_apply(args: DeployArgs, flags: ApplyFlags) -> Result<u8> {
     match ops::deliver_audit(env.name(), &providers, &backend) {
         Ok(0) => {}
         Ok(n) => errln!("delivered {n} audit record(s) kept by an earlier apply"),
-        Err(e) => errln!("warning: audit records kept by an earlier apply were not delivered: {e:#}"),
+        Err(e) => {
+            errln!("warning: audit records kept by an earlier apply were not delivered: {e:#}")
+        }
     }
     let live = ops::read_live(&providers)?;
     let opts = kombiform_engine::apply::Options {
@@ -778,7 +784,11 @@ fn cmd_apply(args: DeployArgs, flags: ApplyFlags) -> Result<u8> {
         Some(p) => {
             if let Some(why) = ops::staleness(&p, &hash, &state, &live) {
                 errln!("error: the saved plan is stale and was not applied:\n  {why}\nMake a new plan with `kombiform plan --env {} --out FILE`.", p.env);
-                report_audit(ops::audit_unapplied(&p, &ctx, &format!("stale plan: {why}")));
+                report_audit(ops::audit_unapplied(
+                    &p,
+                    &ctx,
+                    &format!("stale plan: {why}"),
+                ));
                 return Ok(1);
             }
             p
@@ -1077,9 +1087,12 @@ fn load_state_loudly(
 ) -> Result<Option<kombiform_engine::state::State>> {
     use kombiform_engine::state::StateBackend as _;
     if !backend.exists(env)? {
-        let known = load(read_specs(specs).unwrap_or_default())
-            .model
-            .map(|m| m.platforms.iter().map(|p| p.name.clone()).collect::<Vec<_>>());
+        let known = load(read_specs(specs).unwrap_or_default()).model.map(|m| {
+            m.platforms
+                .iter()
+                .map(|p| p.name.clone())
+                .collect::<Vec<_>>()
+        });
         match known {
             Some(names) if !names.iter().any(|n| n == env) => {
                 errln!(

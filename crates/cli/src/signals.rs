@@ -95,7 +95,11 @@ impl Stop {
     }
 
     fn on_signal(&self, signal: i32) {
-        let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
+        let name = if signal == SIGINT {
+            "SIGINT"
+        } else {
+            "SIGTERM"
+        };
         if self
             .signal
             .compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst)

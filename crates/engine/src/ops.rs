@@ -506,6 +506,12 @@ fn leave_audit(
             "appending the audit record to the state backend: {e:#}"
         ));
     }
+    // Records kept by earlier applies go first (their trail may exist only now).
+    if let Err(e) = deliver_audit(&record.env, ctx.providers, ctx.backend) {
+        warnings.push(format!(
+            "delivering audit records kept by an earlier apply: {e:#}"
+        ));
+    }
     let mut owed = Vec::new();
     for p in ctx.providers {
         if let Err(e) = audit_to(p, ctx.opts, record) {

@@ -206,7 +206,14 @@ impl Client for Postgres {
     }
 
     fn record_audit(&self, record: &AuditRecord) -> Result<()> {
-        let mut client = self.client()?;
-        apply::record_audit(&mut client, record)
+        // The connection may still be held by an abandoned call (an interrupted apply whose
+        // transaction is stuck): the audit row then goes over a connection of its own.
+        match self.client.try_lock() {
+            Ok(mut client) if !client.is_closed() => apply::record_audit(&mut client, record),
+            _ => {
+                let mut own = open(&self.params)?;
+                apply::record_audit(&mut own, record)
+            }
+        }
     }
 }
