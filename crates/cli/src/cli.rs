@@ -670,7 +670,7 @@ fn cmd_plan(
 fn plan_exit(plan: &kombiform_plan::Plan) -> u8 {
     if !plan.refused.is_empty() {
         3
-    } else if plan.has_changes() {
+    } else if plan.has_changes() || plan.has_state_changes() {
         2
     } else {
         0

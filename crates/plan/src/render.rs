@@ -536,4 +536,16 @@ mod tests {
         )]));
         assert!(small.contains("```diff"), "{small}");
     }
+
+    #[test]
+    fn state_only_work_is_shown_and_counted() {
+        let mut p = plan_with(vec![]);
+        p.adopt = vec![Resource::new("pb.c.made", serde_json::Map::new())];
+        p.forget = vec!["pb.c.gone".into()];
+        let t = text(&p, false);
+        assert!(t.contains("= pb.c.made") && t.contains("adopt"), "{t}");
+        assert!(t.contains("~ pb.c.gone") && t.contains("forget"), "{t}");
+        assert!(t.contains("1 to adopt, 1 to forget in state"), "{t}");
+        assert!(markdown(&p).contains("No live changes"));
+    }
 }

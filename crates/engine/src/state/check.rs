@@ -64,6 +64,12 @@ pub(crate) fn analyse(files: &Files<'_>) -> Analysis {
     let mut check = Check::default();
     let (base, snapshot_damaged) = base_state(files, &mut check);
     let (state, journal_damaged) = replay_leniently(base, files.journal, &mut check);
+    if files.snapshot.is_none() && files.journal.is_empty() && check.problems.is_empty() {
+        check.notes.push(format!(
+            "no state is recorded for `{}` here: nothing was applied from this state directory",
+            files.env
+        ));
+    }
     check.notes.extend(state.pending.iter().map(|(a, action)| {
         format!(
             "{a}: a {} was started and never recorded (in doubt): the next plan compares it \

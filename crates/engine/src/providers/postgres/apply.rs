@@ -58,10 +58,55 @@ pub(super) fn apply(client: &mut Client, changes: &[&Change]) -> Result<()> {
         apply_one(&mut tx, &mut batch, c)
             .with_context(|| format!("{}: {} failed", c.address, c.action.as_str()))?;
     }
-    tx.commit()
+    let xid: i64 = tx
+        .query_one("SELECT txid_current()", &[])
         .map_err(transient_or)
-        .context("committing the apply transaction")?;
+        .context("reading the apply transaction's id")?
+        .get(0);
+    tx.commit().map_err(|e| {
+        let e = transient_or(e);
+        if crate::providers::transient(&e).is_some() {
+            // The answer to COMMIT was lost: the transaction may have committed.
+            anyhow::Error::new(CommitInDoubt { xid }).context(format!("{e:#}"))
+        } else {
+            e.context("committing the apply transaction")
+        }
+    })?;
     Ok(())
+}
+
+/// The connection was lost while `COMMIT` was answered: whether transaction `xid` committed
+/// is asked on a new connection (`txid_status`) before anything is retried.
+#[derive(Debug)]
+pub(super) struct CommitInDoubt {
+    pub(super) xid: i64,
+}
+
+impl std::fmt::Display for CommitInDoubt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the answer to COMMIT of transaction {} was lost",
+            self.xid
+        )
+    }
+}
+
+impl std::error::Error for CommitInDoubt {}
+
+/// Whether transaction `xid` committed: `Some(true)` committed, `Some(false)` aborted,
+/// `None` unknown (still in progress, or too old to tell).
+pub(super) fn committed(client: &mut Client, xid: i64) -> Result<Option<bool>> {
+    let status: Option<String> = client
+        .query_one("SELECT txid_status($1)", &[&xid])
+        .map_err(transient_or)
+        .context("asking whether the apply transaction committed")?
+        .get(0);
+    Ok(match status.as_deref() {
+        Some("committed") => Some(true),
+        Some("aborted") => Some(false),
+        _ => None,
+    })
 }
 
 fn apply_one(tx: &mut Transaction<'_>, batch: &mut Batch, c: &Change) -> Result<()> {
