@@ -745,3 +745,77 @@ fn damaged_state_is_checked_refused_and_repaired_never_read_as_empty() -> Result
     );
     converges(&lab, &want, "a lost snapshot")
 }
+
+#[test]
+fn a_commit_whose_answer_is_lost_is_not_run_twice_nor_reported_failed() -> Result<()> {
+    let lab = Lab::proxied()?;
+    let want = desired(&lab)?;
+    let out = lab.apply(&[])?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // The next batch holds an ADD CONSTRAINT (not repeatable: a second run fails) and a
+    // flag update; a deferred trigger on the flags makes its COMMIT wait for a lock the
+    // test holds.
+    let mut admin = lab.pg.connect("kombify_platform")?;
+    let constraint: String = admin
+        .query_one(
+            "SELECT conname::text FROM pg_constraint \
+             WHERE conrelid = 'kombify.flags'::regclass AND contype = 'c' ORDER BY 1 LIMIT 1",
+            &[],
+        )?
+        .get(0);
+    admin.batch_execute(&format!(
+        "ALTER TABLE kombify.flags DROP CONSTRAINT {constraint};
+         CREATE FUNCTION public.wait_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM pg_advisory_lock(4242); PERFORM pg_advisory_unlock(4242); RETURN NULL; END $$;
+         CREATE CONSTRAINT TRIGGER wait_at_commit AFTER INSERT OR UPDATE ON kombify.flags
+         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.wait_at_commit();"
+    ))?;
+    lab.edit(
+        "flags.yaml",
+        "  default: false\n  rolloutPercent: 25",
+        "  default: false\n  rolloutPercent: 30",
+    )?;
+    let mut holder = lab.pg.connect("kombify_platform")?;
+    holder.execute("SELECT pg_advisory_lock(4242)", &[])?;
+    let mut run = Running::start(&lab, &[])?;
+    run.wait_event("started", "postgres.")?;
+    let mut watcher = lab.pg.connect("postgres")?;
+    let committing = "FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query = 'COMMIT'";
+    let since = std::time::Instant::now();
+    loop {
+        let n: i64 = watcher
+            .query_one(&format!("SELECT count(*) {committing}"), &[])?
+            .get(0);
+        if n > 0 {
+            break;
+        }
+        anyhow::ensure!(since.elapsed() < HANG, "the COMMIT never waited");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The connection dies while COMMIT is being answered; the commit then completes.
+    let proxy = lab.pg_proxy.as_ref().context("proxied")?;
+    proxy.down();
+    holder.execute("SELECT pg_advisory_unlock(4242)", &[])?;
+    while watcher
+        .query_one(&format!("SELECT count(*) {committing}"), &[])?
+        .get::<_, i64>(0)
+        > 0
+    {
+        anyhow::ensure!(since.elapsed() < HANG, "the COMMIT never finished");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    proxy.up();
+    let (status, out, err) = run.finish()?;
+    assert_eq!(status.code(), Some(0), "{out:#?}\n{err:#?}");
+    assert!(events(&out, "failed").is_empty(), "{out:#?}");
+    assert!(events(&out, "retrying")
+        .iter()
+        .any(|a| a.starts_with("postgres.")));
+    let rows = lab.sql(&format!(
+        "SELECT 1 FROM pg_constraint WHERE conname = '{constraint}' \
+         AND conrelid = 'kombify.flags'::regclass"
+    ))?;
+    assert_eq!(rows.len(), 1, "the constraint is back, once");
+    admin.batch_execute("DROP TRIGGER wait_at_commit ON kombify.flags")?;
+    converges(&lab, &want, "a lost COMMIT answer")
+}
