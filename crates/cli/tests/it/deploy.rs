@@ -357,6 +357,7 @@ fn a_killed_apply_is_resumed_by_running_again() -> Result<()> {
     let reference = Lab::start()?;
     let (_, plan) = reference.plan_json()?;
     let total = plan["changes"].as_array().map_or(0, Vec::len);
+    let desired: std::collections::BTreeSet<String> = addresses(&plan).into_iter().collect();
     assert!(total > 30);
     let out = reference.apply(&[])?;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -383,6 +384,12 @@ fn a_killed_apply_is_resumed_by_running_again() -> Result<()> {
         assert_eq!(code, 0, "clean after resuming from {kill_after}");
         let got: BTreeMap<String, Value> = serde_json::from_value(after["live_hashes"].clone())?;
         assert_eq!(got, want, "end state after a kill at {kill_after} differs");
+        let (recorded, in_doubt) = super::recovery::recorded(&lab)?;
+        let missing: Vec<&String> = desired.difference(&recorded).collect();
+        assert!(
+            missing.is_empty() && in_doubt == 0,
+            "after a kill at {kill_after}, live resources are not recorded: {missing:?}"
+        );
     }
     Ok(())
 }

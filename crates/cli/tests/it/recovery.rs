@@ -148,7 +148,7 @@ fn desired(lab: &Lab) -> Result<BTreeSet<String>> {
 }
 
 /// What `state list` says: recorded addresses, and how many are in doubt.
-fn recorded(lab: &Lab) -> Result<(BTreeSet<String>, usize)> {
+pub(crate) fn recorded(lab: &Lab) -> Result<(BTreeSet<String>, usize)> {
     let out = lab.run(&["state", "list", "--env", "local"])?;
     anyhow::ensure!(out.status.success(), "state list: {}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
