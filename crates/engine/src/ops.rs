@@ -345,55 +345,17 @@ pub fn run_apply(plan: &Plan, ctx: &ApplyContext<'_>, state: State) -> Applied {
     let started_at = crate::state::now_rfc3339();
     let mut state = state;
     let mut errors = Vec::new();
-    let not_started = |why: String, errors: &mut Vec<String>| {
-        errors.push(why);
-        Report {
-            not_started: plan.changes.iter().map(|c| c.address.clone()).collect(),
-            interrupted: ctx.interrupt.is_set(),
-            ..Report::default()
+    let (report, reconciled) = match journal_and_apply(plan, ctx, &mut state) {
+        Ok(report) => (report, true),
+        Err(why) => {
+            errors.push(why);
+            let report = Report {
+                not_started: plan.changes.iter().map(|c| c.address.clone()).collect(),
+                interrupted: ctx.interrupt.is_set(),
+                ..Report::default()
+            };
+            (report, false)
         }
-    };
-    let (report, reconciled) = match ctx.backend.journal(&plan.env) {
-        Err(e) => (
-            not_started(
-                format!("opening the state journal of `{}`: {e:#}", plan.env),
-                &mut errors,
-            ),
-            false,
-        ),
-        Ok(mut journal) => match journal.record_reconciled(&mut state, &plan.adopt, &plan.forget) {
-            Err(e) => (
-                not_started(
-                    format!(
-                        "recording {} adopted and {} forgotten resources in state: {e:#}",
-                        plan.adopt.len(),
-                        plan.forget.len()
-                    ),
-                    &mut errors,
-                ),
-                false,
-            ),
-            Ok(_) => {
-                let mut recorder = StateRecorder {
-                    state: &mut state,
-                    journal: journal.as_mut(),
-                };
-                let by_name: BTreeMap<String, Arc<dyn providers::Client>> = ctx
-                    .providers
-                    .iter()
-                    .map(|p| (p.name().to_string(), Arc::clone(&p.client)))
-                    .collect();
-                let report = apply::apply(
-                    plan,
-                    &by_name,
-                    ctx.opts,
-                    &mut recorder,
-                    ctx.interrupt,
-                    ctx.observe,
-                );
-                (report, true)
-            }
-        },
     };
     if let Err(e) = ctx.backend.compact(&plan.env, &state) {
         errors.push(format!(
@@ -446,6 +408,45 @@ pub fn run_apply(plan: &Plan, ctx: &ApplyContext<'_>, state: State) -> Applied {
         warnings,
         audit: record,
     }
+}
+
+/// Opens the journal, records what the plan adopts and forgets, then runs the changes. `Err`
+/// (why) when the state could not be written before any change started.
+fn journal_and_apply(
+    plan: &Plan,
+    ctx: &ApplyContext<'_>,
+    state: &mut State,
+) -> std::result::Result<Report, String> {
+    let mut journal = ctx
+        .backend
+        .journal(&plan.env)
+        .map_err(|e| format!("opening the state journal of `{}`: {e:#}", plan.env))?;
+    journal
+        .record_reconciled(state, &plan.adopt, &plan.forget)
+        .map_err(|e| {
+            format!(
+                "recording {} adopted and {} forgotten resources in state: {e:#}",
+                plan.adopt.len(),
+                plan.forget.len()
+            )
+        })?;
+    let mut recorder = StateRecorder {
+        state,
+        journal: journal.as_mut(),
+    };
+    let by_name: BTreeMap<String, Arc<dyn providers::Client>> = ctx
+        .providers
+        .iter()
+        .map(|p| (p.name().to_string(), Arc::clone(&p.client)))
+        .collect();
+    Ok(apply::apply(
+        plan,
+        &by_name,
+        ctx.opts,
+        &mut recorder,
+        ctx.interrupt,
+        ctx.observe,
+    ))
 }
 
 /// Leaves an audit record of a plan that was not applied at all (refused by the guard,

@@ -260,7 +260,7 @@ fn address_of(line: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{entry_line, EntryKind};
+    use crate::state::entry_line;
     use kombiform_plan::{Action, Change, Resource};
     use serde_json::json;
 
@@ -335,7 +335,6 @@ mod tests {
         assert_eq!(a.state.serial, 3);
         assert!(a.journal_damaged && !a.snapshot_damaged);
         assert_eq!(a.state.pending.len() + a.state.resources.len(), 3);
-        let _ = EntryKind::Done;
     }
 
     #[test]
