@@ -1,8 +1,9 @@
 //! The command line: parse arguments, read files, call the pipeline, print, exit code.
 //!
 //! The only module (with `main.rs`) that prints or decides exit codes. Exit codes:
-//! 0 success (or no differences), 1 errors (invalid specs, IO), 2 differences found
-//! (`build --check`, `diff`).
+//! 0 success (or no differences), 1 errors (invalid specs, IO, damaged state), 2 differences
+//! found (`build --check`, `diff`, `plan`), 3 blocked by the destructive guard, 130/143 an
+//! apply stopped by SIGINT/SIGTERM.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -96,7 +97,8 @@ enum Command {
         format: PlanFormat,
     },
     /// Apply a saved plan (exactly that plan, refused if stale), or plan and apply an
-    /// environment. Exit 0: applied, 1: failed or stale, 3: blocked by the guard.
+    /// environment. Exit 0: applied, 1: failed or stale, 3: blocked by the guard, 130/143:
+    /// stopped by SIGINT/SIGTERM (a second signal exits at once).
     Apply {
         /// A plan saved by `kombiform plan --out FILE`.
         file: Option<PathBuf>,
@@ -114,8 +116,12 @@ enum Command {
         /// Print events for machines (one JSON object per line) instead of progress.
         #[arg(long, value_enum)]
         events: Option<EventFormat>,
+        /// After SIGINT or SIGTERM, how long changes in flight may take to finish before
+        /// they are abandoned (their outcome is then reconciled by the next plan).
+        #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+        interrupt_grace: u64,
     },
-    /// Inspect the recorded state, or break a stale lock.
+    /// Inspect, check or repair the recorded state, or break a stale lock.
     State {
         #[command(subcommand)]
         command: StateCommand,
@@ -132,11 +138,37 @@ enum StateCommand {
         /// Directory of the local state backend.
         #[arg(long, default_value = ".kombiform")]
         state_dir: PathBuf,
+        /// Directory of spec files (to tell an unknown environment from one never applied).
+        #[arg(long, default_value = "specs")]
+        specs: PathBuf,
     },
     /// One resource as last applied.
     Show {
         /// The resource address.
         address: String,
+        /// The environment.
+        #[arg(long)]
+        env: String,
+        /// Directory of the local state backend.
+        #[arg(long, default_value = ".kombiform")]
+        state_dir: PathBuf,
+        /// Directory of spec files (to tell an unknown environment from one never applied).
+        #[arg(long, default_value = "specs")]
+        specs: PathBuf,
+    },
+    /// Verify the snapshot and the journal; say what a repair would do. Exit 0: sound,
+    /// 1: damaged.
+    Check {
+        /// The environment.
+        #[arg(long)]
+        env: String,
+        /// Directory of the local state backend.
+        #[arg(long, default_value = ".kombiform")]
+        state_dir: PathBuf,
+    },
+    /// Repair a damaged state (damaged files are set aside, never deleted); the next
+    /// apply adopts live resources that match the specs and are not recorded.
+    Repair {
         /// The environment.
         #[arg(long)]
         env: String,
@@ -307,7 +339,18 @@ fn run(cli: Cli) -> Result<u8> {
             auto_approve,
             parallelism,
             events,
-        } => cmd_apply(args, file, env, auto_approve, parallelism, events),
+            interrupt_grace,
+        } => cmd_apply(
+            args,
+            ApplyFlags {
+                file,
+                env,
+                auto_approve,
+                parallelism,
+                events,
+                interrupt_grace,
+            },
+        ),
         Command::State { command } => cmd_state(command),
         Command::Schema => {
             out!("{}", kombiform_spec::schema::schema_text());
@@ -627,7 +670,7 @@ fn cmd_plan(
 fn plan_exit(plan: &kombiform_plan::Plan) -> u8 {
     if !plan.refused.is_empty() {
         3
-    } else if plan.has_changes() {
+    } else if plan.has_changes() || plan.has_state_changes() {
         2
     } else {
         0
@@ -650,20 +693,24 @@ fn read_plan(path: &Path) -> Result<kombiform_plan::Plan> {
         .with_context(|| format!("{} is not a kombiform plan file", path.display()))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn cmd_apply(
-    args: DeployArgs,
+/// The flags of `apply`.
+struct ApplyFlags {
     file: Option<PathBuf>,
     env: Option<String>,
     auto_approve: bool,
     parallelism: usize,
     events: Option<EventFormat>,
-) -> Result<u8> {
-    let saved = match &file {
+    interrupt_grace: u64,
+}
+
+fn cmd_apply(args: DeployArgs, flags: ApplyFlags) -> Result<u8> {
+    use kombiform_engine::ops;
+    use kombiform_engine::state::StateBackend as _;
+    let saved = match &flags.file {
         Some(f) => Some(read_plan(f)?),
         None => None,
     };
-    let env_name = match (&saved, &env) {
+    let env_name = match (&saved, &flags.env) {
         (Some(p), Some(e)) if &p.env != e => {
             anyhow::bail!("the plan is for environment `{}`, not `{e}`", p.env)
         }
@@ -675,36 +722,79 @@ fn cmd_apply(
         return Ok(1);
     };
     let env = find_env(&model, &env_name)?;
+    let stop = crate::signals::Stop::install(flags.interrupt_grace)?;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let backend = kombiform_engine::state::LocalBackend::new(&args.state_dir);
-    use kombiform_engine::state::StateBackend as _;
-    let _lock = match take_lock(&backend, env.name(), &command) {
+    let lock = match take_lock(&backend, env.name(), &command) {
         Ok(g) => g,
         Err(e) => {
             errln!("error: {e}");
             return Ok(1);
         }
     };
+    {
+        let (backend, env, id) = (
+            backend.clone(),
+            env.name().to_string(),
+            lock.info().id.clone(),
+        );
+        stop.on_stop_while_preparing(Box::new(move || {
+            let _ = backend.unlock(&env, &id);
+        }));
+    }
     let state = backend.load(env.name())?;
-    let providers = kombiform_engine::ops::connect(env)?;
-    let live = kombiform_engine::ops::read_live(&providers)?;
+    let providers = ops::connect(env)?;
+    match ops::deliver_audit(env.name(), &providers, &backend) {
+        Ok(0) => {}
+        Ok(n) => errln!("delivered {n} audit record(s) kept by an earlier apply"),
+        Err(e) => {
+            errln!("warning: audit records kept by an earlier apply were not delivered: {e:#}")
+        }
+    }
+    let live = ops::read_live(&providers)?;
+    let opts = kombiform_engine::apply::Options {
+        parallelism: flags.parallelism.max(1),
+        grace: std::time::Duration::from_secs(flags.interrupt_grace),
+        ..kombiform_engine::apply::Options::default()
+    };
+    let events = flags.events;
+    let total = std::sync::atomic::AtomicUsize::new(0);
+    let done_count = std::sync::atomic::AtomicUsize::new(0);
+    let observe = |e: &kombiform_engine::apply::Event| match events {
+        Some(EventFormat::Json) => {
+            if let Ok(line) = serde_json::to_string(e) {
+                outln!("{line}");
+            }
+        }
+        None => progress(
+            e,
+            &done_count,
+            total.load(std::sync::atomic::Ordering::SeqCst),
+        ),
+    };
+    let ctx = ops::ApplyContext {
+        providers: &providers,
+        backend: &backend,
+        opts: &opts,
+        interrupt: stop.interrupt(),
+        command: &command,
+        observe: &observe,
+    };
     let plan = match saved {
         Some(p) => {
-            if let Some(why) = kombiform_engine::ops::staleness(&p, &hash, &state, &live) {
+            if let Some(why) = ops::staleness(&p, &hash, &state, &live) {
                 errln!("error: the saved plan is stale and was not applied:\n  {why}\nMake a new plan with `kombiform plan --env {} --out FILE`.", p.env);
+                report_audit(ops::audit_unapplied(
+                    &p,
+                    &ctx,
+                    &format!("stale plan: {why}"),
+                ));
                 return Ok(1);
             }
             p
         }
         None => {
-            let p = kombiform_engine::ops::make_plan(
-                env,
-                &hash,
-                &state,
-                &providers,
-                &live,
-                &args.allow_destroy,
-            )?;
+            let p = ops::make_plan(env, &hash, &state, &providers, &live, &args.allow_destroy)?;
             if events.is_none() {
                 out!("{}", kombiform_plan::render::text(&p, color_stdout()));
             }
@@ -716,43 +806,60 @@ fn cmd_apply(
         for a in &plan.refused {
             errln!("  - {a}");
         }
+        report_audit(ops::audit_unapplied(
+            &plan,
+            &ctx,
+            "destructive changes without consent were refused",
+        ));
         return Ok(3);
     }
-    if !plan.has_changes() {
+    if !plan.has_changes() && !plan.has_state_changes() {
         if events.is_none() {
             outln!("Nothing to apply.");
         }
         return Ok(0);
     }
-    if file.is_none() && !auto_approve && !confirm()? {
+    if flags.file.is_none() && !flags.auto_approve && !confirm()? {
         errln!("Apply cancelled.");
+        report_audit(ops::audit_unapplied(&plan, &ctx, "cancelled at the prompt"));
         return Ok(1);
     }
-    let opts = kombiform_engine::apply::Options {
-        parallelism: parallelism.max(1),
-        ..kombiform_engine::apply::Options::default()
-    };
-    let total = plan.changes.len();
-    let done_count = std::sync::atomic::AtomicUsize::new(0);
-    let observe = |e: &kombiform_engine::apply::Event| match events {
-        Some(EventFormat::Json) => {
-            if let Ok(line) = serde_json::to_string(e) {
-                outln!("{line}");
-            }
-        }
-        None => progress(e, &done_count, total),
-    };
-    let report = kombiform_engine::ops::run_apply(
-        &plan, &providers, &backend, state, &opts, &command, &observe,
-    )?;
+    total.store(plan.changes.len(), std::sync::atomic::Ordering::SeqCst);
+    stop.enter_apply();
+    let applied = ops::run_apply(&plan, &ctx, state);
     if events.is_none() {
-        outln!("\n{}", apply_summary(&report));
-    } else if let Ok(line) =
-        serde_json::to_string(&serde_json::json!({"event": "summary", "report": report}))
-    {
+        outln!("\n{}", apply_summary(&applied));
+    } else if let Ok(line) = serde_json::to_string(&serde_json::json!({
+        "event": "summary",
+        "report": applied.report,
+        "adopted": applied.adopted,
+        "forgotten": applied.forgotten,
+        "audit": applied.audit.result,
+        "errors": applied.errors,
+        "warnings": applied.warnings,
+    })) {
         outln!("{line}");
     }
-    Ok(if report.succeeded() { 0 } else { 1 })
+    report_audit((applied.errors.clone(), applied.warnings.clone()));
+    if let Err(e) = lock.release() {
+        errln!("error: releasing the state lock: {e:#}");
+        return Ok(1);
+    }
+    Ok(match stop.code() {
+        Some(code) if applied.report.interrupted => code,
+        _ if applied.succeeded() => 0,
+        _ => 1,
+    })
+}
+
+/// Prints what went wrong with the state or the audit after an apply.
+fn report_audit((errors, warnings): (Vec<String>, Vec<String>)) {
+    for w in &warnings {
+        errln!("warning: {w}");
+    }
+    for e in &errors {
+        errln!("error: {e}");
+    }
 }
 
 fn progress(
@@ -784,26 +891,57 @@ fn progress(
                 "        retrying {address} in {wait_ms} ms (attempt {attempt} failed: {error})"
             );
         }
+        Event::Unrecorded { address, error, .. } => {
+            errln!("APPLIED, NOT RECORDED  {address}: {error}");
+        }
         Event::Failed { address, error, .. } => errln!("FAILED  {address}: {error}"),
+        Event::Abandoned { address, .. } => {
+            errln!("ABANDONED  {address}: still in flight when the grace period ended")
+        }
     }
 }
 
-fn apply_summary(r: &kombiform_engine::apply::Report) -> String {
+fn apply_summary(a: &kombiform_engine::ops::Applied) -> String {
+    let r = &a.report;
+    let how = if r.interrupted {
+        "interrupted"
+    } else if a.succeeded() {
+        "complete"
+    } else {
+        "stopped"
+    };
     let mut s = format!(
-        "Apply {}: {} done, {} failed, {} not started ({} ms).",
-        if r.succeeded() { "complete" } else { "stopped" },
+        "Apply {how}: {} done, {} applied but not recorded, {} failed, {} abandoned, {} not \
+         started ({} ms).",
         r.done.len(),
+        r.unrecorded.len(),
         r.failed.len(),
+        r.abandoned.len(),
         r.not_started.len(),
         r.elapsed_ms
     );
-    for (a, e) in &r.failed {
-        s.push_str(&format!("\n  failed: {a}: {e}"));
+    if a.adopted + a.forgotten > 0 {
+        s.push_str(&format!(
+            "\nState: adopted {} live resource(s), forgot {} record(s).",
+            a.adopted, a.forgotten
+        ));
+    }
+    for (addr, e) in &r.unrecorded {
+        s.push_str(&format!("\n  applied, not recorded: {addr}: {e}"));
+    }
+    for (addr, e) in &r.failed {
+        s.push_str(&format!("\n  failed: {addr}: {e}"));
+    }
+    for addr in &r.abandoned {
+        s.push_str(&format!("\n  abandoned (outcome unknown): {addr}"));
     }
     if !r.not_started.is_empty() {
         s.push_str(&format!("\n  not started: {}", r.not_started.join(", ")));
+    }
+    if !r.succeeded() {
         s.push_str(
-            "\nRun apply again to finish: completed changes are recorded and will not be repeated.",
+            "\nRun apply again to finish: completed changes are recorded and will not be \
+             repeated; changes in doubt are compared with what is live and adopted or made again.",
         );
     }
     s
@@ -825,23 +963,46 @@ fn confirm() -> Result<bool> {
 }
 
 fn cmd_state(cmd: StateCommand) -> Result<u8> {
-    use kombiform_engine::state::StateBackend;
+    use kombiform_engine::state::{LocalBackend, StateBackend};
     match cmd {
-        StateCommand::List { env, state_dir } => {
-            let state = kombiform_engine::state::LocalBackend::new(&state_dir).load(&env)?;
+        StateCommand::List {
+            env,
+            state_dir,
+            specs,
+        } => {
+            let backend = LocalBackend::new(&state_dir);
+            let Some(state) = load_state_loudly(&backend, &env, &specs)? else {
+                return Ok(1);
+            };
             let rows = kombiform_engine::state::list(&state);
             for (address, summary) in &rows {
                 outln!("{address}  {summary}");
             }
-            errln!("{} resources, serial {}", rows.len(), state.serial);
+            errln!(
+                "{} resources, {} in doubt, serial {}",
+                state.resources.len(),
+                state.pending.len(),
+                state.serial
+            );
             Ok(0)
         }
         StateCommand::Show {
             address,
             env,
             state_dir,
+            specs,
         } => {
-            let state = kombiform_engine::state::LocalBackend::new(&state_dir).load(&env)?;
+            let backend = LocalBackend::new(&state_dir);
+            let Some(state) = load_state_loudly(&backend, &env, &specs)? else {
+                return Ok(1);
+            };
+            if let Some(action) = state.pending.get(&address) {
+                errln!(
+                    "warning: `{address}` is in doubt: a {} was started and never recorded; the \
+                     next plan reconciles it with what is live",
+                    action.as_str()
+                );
+            }
             match kombiform_engine::state::show(&state, &address) {
                 Some(r) => {
                     outln!("{}", serde_json::to_string_pretty(r)?);
@@ -853,13 +1014,112 @@ fn cmd_state(cmd: StateCommand) -> Result<u8> {
                 }
             }
         }
+        StateCommand::Check { env, state_dir } => {
+            let check = LocalBackend::new(&state_dir).check(&env)?;
+            print_check(&env, &check);
+            Ok(if check.clean() { 0 } else { 1 })
+        }
+        StateCommand::Repair { env, state_dir } => {
+            let backend = LocalBackend::new(&state_dir);
+            let check = backend.check(&env)?;
+            if check.clean() {
+                print_check(&env, &check);
+                outln!("nothing to repair");
+                return Ok(0);
+            }
+            let command = std::env::args().collect::<Vec<_>>().join(" ");
+            let lock = match take_lock(&backend, &env, &command) {
+                Ok(g) => g,
+                Err(e) => {
+                    errln!("error: {e}");
+                    return Ok(1);
+                }
+            };
+            for p in &check.problems {
+                errln!("damaged: {p}");
+            }
+            for line in backend.repair(&env)? {
+                outln!("repaired: {line}");
+            }
+            lock.release().context("releasing the state lock")?;
+            outln!(
+                "Next: `kombiform plan --env {env}` shows what the next apply adopts into the \
+                 state (live resources that match the specs) and changes."
+            );
+            Ok(0)
+        }
         StateCommand::Unlock { id, env, state_dir } => {
-            let holder =
-                kombiform_engine::state::LocalBackend::new(&state_dir).unlock(&env, &id)?;
+            let holder = LocalBackend::new(&state_dir).unlock(&env, &id)?;
             outln!("unlocked `{env}` (was held by {})", holder.describe());
             Ok(0)
         }
     }
+}
+
+fn print_check(env: &str, check: &kombiform_engine::state::Check) {
+    if check.clean() {
+        outln!(
+            "the state of `{env}` is sound: {} resources, serial {}",
+            check.resources,
+            check.serial
+        );
+    } else {
+        for p in &check.problems {
+            outln!("damaged: {p}");
+        }
+        for r in &check.repairs {
+            outln!("repair would: {r}");
+        }
+        outln!("run `kombiform state repair --env {env}` to repair it");
+    }
+    for n in &check.notes {
+        outln!("note: {n}");
+    }
+}
+
+/// The state of `env` for `state list/show`. An environment without any state is said so
+/// loudly (never shown as "nothing is managed" in silence), and one the specs do not define
+/// is an error (`None`: exit 1).
+fn load_state_loudly(
+    backend: &kombiform_engine::state::LocalBackend,
+    env: &str,
+    specs: &Path,
+) -> Result<Option<kombiform_engine::state::State>> {
+    use kombiform_engine::state::StateBackend as _;
+    if !backend.exists(env)? {
+        let known = load(read_specs(specs).unwrap_or_default()).model.map(|m| {
+            m.platforms
+                .iter()
+                .map(|p| p.name.clone())
+                .collect::<Vec<_>>()
+        });
+        match known {
+            Some(names) if !names.iter().any(|n| n == env) => {
+                errln!(
+                    "error: unknown environment `{env}` (defined in {}: {})",
+                    specs.display(),
+                    names.join(", ")
+                );
+                return Ok(None);
+            }
+            Some(_) => errln!(
+                "warning: NO STATE for environment `{env}` in {}: kombiform has not applied \
+                 it from here (or --state-dir is wrong). This does not mean nothing is \
+                 managed: `kombiform plan --env {env}` shows what is live.",
+                backend.dir.display()
+            ),
+            None => {
+                errln!(
+                    "error: no state for environment `{env}` in {}, and no specs in {} to tell \
+                     whether the environment exists (give --specs or --state-dir)",
+                    backend.dir.display(),
+                    specs.display()
+                );
+                return Ok(None);
+            }
+        }
+    }
+    Ok(Some(backend.load(env)?))
 }
 
 /// Takes the state lock. A lock whose holder ran on this host and whose process no longer

@@ -166,6 +166,14 @@ pub struct Plan {
     pub unchanged: usize,
     /// Destructive changes without consent: apply refuses the whole plan while any remain.
     pub refused: Vec<String>,
+    /// Live resources that match the specs but that the state does not record as they are
+    /// (an interrupted apply made them): apply records them, changing nothing live.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adopt: Vec<Resource>,
+    /// Addresses the state records (or holds in doubt) that are neither live nor wanted any
+    /// more (a delete an interrupted apply made): apply drops them from the state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forget: Vec<String>,
 }
 
 impl Plan {
@@ -178,9 +186,15 @@ impl Plan {
         m
     }
 
-    /// Whether the plan changes anything.
+    /// Whether the plan changes anything live.
     pub fn has_changes(&self) -> bool {
         !self.changes.is_empty()
+    }
+
+    /// Whether the plan brings the state in line with live resources ([`Plan::adopt`],
+    /// [`Plan::forget`]) without changing them.
+    pub fn has_state_changes(&self) -> bool {
+        !self.adopt.is_empty() || !self.forget.is_empty()
     }
 
     /// A hash of the plan's content, for audit records.
@@ -344,6 +358,66 @@ pub fn diff(input: &DiffInput<'_>) -> Result<Diff, graph::Cycle> {
     Ok(Diff { changes, unchanged })
 }
 
+/// What the state must record so that it matches what is live, without any live change
+/// ([`Plan::adopt`], [`Plan::forget`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Reconcile {
+    /// Desired resources that are live and match the specs, but are not recorded as they
+    /// are (or are in doubt): recorded as applied, with the live resource's `meta`.
+    pub adopt: Vec<Resource>,
+    /// Recorded or in-doubt addresses of providers that were read, that are neither live
+    /// nor desired: dropped from the state.
+    pub forget: Vec<String>,
+}
+
+/// Reconciles the state with what is live: whatever interrupted an apply (a kill, a torn or
+/// failed journal write), a resource that exists and matches the specs is recorded, and a
+/// record of a resource that is gone and unwanted is dropped. `in_doubt` holds the addresses
+/// whose change was started but never recorded as done; `read` the providers whose live
+/// state `input.live` holds (nothing is known gone of a provider not read). The changes of
+/// [`diff`] resolve every other in-doubt address.
+pub fn reconcile(
+    input: &DiffInput<'_>,
+    in_doubt: &BTreeSet<String>,
+    read: &BTreeSet<String>,
+) -> Reconcile {
+    let live: BTreeMap<&str, &Resource> =
+        input.live.iter().map(|r| (r.address.as_str(), r)).collect();
+    let desired: BTreeSet<&str> = input.desired.iter().map(|r| r.address.as_str()).collect();
+    let mut adopt = Vec::new();
+    for want in input.desired {
+        let Some(have) = live.get(want.address.as_str()) else {
+            continue;
+        };
+        if !attr_changes(Some(have), Some(want)).is_empty() {
+            continue; // a change of the plan records it
+        }
+        let record = redacted(want, &have.sensitive);
+        if input.applied.get(&want.address) == Some(&record.attrs)
+            && !in_doubt.contains(&want.address)
+        {
+            continue;
+        }
+        let mut r = record;
+        let mut meta = have.meta.clone();
+        meta.extend(r.meta);
+        r.meta = meta;
+        adopt.push(r);
+    }
+    let forget: BTreeSet<String> = input
+        .applied
+        .keys()
+        .chain(in_doubt)
+        .filter(|a| read.contains(provider_of(a)))
+        .filter(|a| !live.contains_key(a.as_str()) && !desired.contains(a.as_str()))
+        .cloned()
+        .collect();
+    Reconcile {
+        adopt,
+        forget: forget.into_iter().collect(),
+    }
+}
+
 /// The addresses apply must refuse: destructive changes without consent, and changes a
 /// target can never make whatever the consent (`never`). Computed once, after the targets
 /// classified the changes.
@@ -463,6 +537,62 @@ mod tests {
         .unwrap();
         let refused = refused(&d.changes, &Consent::default(), |_| false);
         (d.changes, d.unchanged, refused)
+    }
+
+    #[test]
+    fn reconcile_adopts_unrecorded_matches_and_forgets_what_is_gone() {
+        let want = res("pb.c.a", json!({"x": 1}));
+        let mut have = res("pb.c.a", json!({"x": 1}));
+        have.meta.insert("id".into(), json!("pbc_a"));
+        let desired = [want.clone(), res("pb.c.b", json!({"x": 2}))];
+        let live = [have, res("pb.c.b", json!({"x": 2}))];
+        let applied: BTreeMap<String, Map<String, Value>> = [
+            ("pb.c.b".to_string(), want.attrs.clone()), // recorded, but not as it is
+            ("pb.c.gone".to_string(), Map::new()),
+            ("other.c.unread".to_string(), Map::new()),
+        ]
+        .into_iter()
+        .collect();
+        let managed = applied.keys().cloned().collect();
+        let input = DiffInput {
+            desired: &desired,
+            live: &live,
+            applied: &applied,
+            managed: &managed,
+        };
+        let read: BTreeSet<String> = ["pb".to_string()].into_iter().collect();
+        let in_doubt: BTreeSet<String> = ["pb.c.started".to_string()].into_iter().collect();
+        let r = reconcile(&input, &in_doubt, &read);
+        let adopted: Vec<&str> = r.adopt.iter().map(|r| r.address.as_str()).collect();
+        assert_eq!(adopted, vec!["pb.c.a", "pb.c.b"]);
+        assert_eq!(
+            r.adopt[0].meta.get("id"),
+            Some(&json!("pbc_a")),
+            "live ids kept"
+        );
+        assert_eq!(
+            r.forget,
+            vec!["pb.c.gone".to_string(), "pb.c.started".to_string()]
+        );
+        // Recorded as it is and not in doubt: nothing to do.
+        let applied: BTreeMap<String, Map<String, Value>> = desired
+            .iter()
+            .map(|d| (d.address.clone(), d.attrs.clone()))
+            .collect();
+        let input = DiffInput {
+            applied: &applied,
+            ..input
+        };
+        assert_eq!(
+            reconcile(&input, &BTreeSet::new(), &read),
+            Reconcile::default()
+        );
+        let in_doubt: BTreeSet<String> = ["pb.c.a".to_string()].into_iter().collect();
+        assert_eq!(
+            reconcile(&input, &in_doubt, &read).adopt.len(),
+            1,
+            "in doubt: adopted"
+        );
     }
 
     #[test]

@@ -189,7 +189,7 @@ pub fn text(plan: &Plan, color: bool) -> String {
         short(&plan.spec_hash),
         plan.state_serial
     );
-    if plan.changes.is_empty() {
+    if plan.changes.is_empty() && !plan.has_state_changes() {
         let _ = writeln!(
             out,
             "\n{} {} resources match the specs.",
@@ -199,6 +199,7 @@ pub fn text(plan: &Plan, color: bool) -> String {
         return out;
     }
     out.push('\n');
+    state_changes(&mut out, plan, p);
     for c in &plan.changes {
         let head = format!("{} {}", symbol(c.action), c.address);
         let coloured = match c.action {
@@ -262,7 +263,37 @@ pub fn text(plan: &Plan, color: bool) -> String {
     out
 }
 
+/// The state-only part of a plan: what apply records or drops without changing anything live.
+fn state_changes(out: &mut String, plan: &Plan, p: Paint) {
+    if !plan.has_state_changes() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "  {}",
+        p.dim("state only, nothing live changes (an earlier apply was interrupted):")
+    );
+    for r in &plan.adopt {
+        let _ = writeln!(
+            out,
+            "  {} {}  {}",
+            p.green("="),
+            r.address,
+            p.dim("(adopt: live and matching the specs, not recorded)")
+        );
+    }
+    for a in &plan.forget {
+        let _ = writeln!(
+            out,
+            "  {} {a}  {}",
+            p.yellow("~"),
+            p.dim("(forget: recorded, but gone and no longer in the specs)")
+        );
+    }
+}
+
 /// `Plan: 1 to create, 2 to update, 0 to replace, 1 to delete; 40 unchanged; 1 drifted.`
+/// State-only work follows when there is any (`; 3 to adopt, 1 to forget in state`).
 pub fn summary(plan: &Plan) -> String {
     let counts = plan.counts();
     let n = |a: Action| counts.get(&a).copied().unwrap_or(0);
@@ -277,6 +308,14 @@ pub fn summary(plan: &Plan) -> String {
     );
     if drift > 0 {
         let _ = write!(s, "; {drift} drifted");
+    }
+    if plan.has_state_changes() {
+        let _ = write!(
+            s,
+            "; {} to adopt, {} to forget in state",
+            plan.adopt.len(),
+            plan.forget.len()
+        );
     }
     s.push('.');
     s
@@ -326,7 +365,11 @@ fn header(plan: &Plan) -> String {
 fn markdown_with(plan: &Plan, detail_lines: usize) -> String {
     let mut out = header(plan);
     if plan.changes.is_empty() {
-        out.push_str("No changes.\n");
+        out.push_str(if plan.has_state_changes() {
+            "No live changes: apply only records the state.\n"
+        } else {
+            "No changes.\n"
+        });
         return out;
     }
     out.push_str("| | resource | action | notes |\n|---|---|---|---|\n");
@@ -429,6 +472,8 @@ mod tests {
             changes,
             unchanged: 5,
             refused: vec![],
+            adopt: vec![],
+            forget: vec![],
         }
     }
 
@@ -490,5 +535,17 @@ mod tests {
             json!({"a": 2}),
         )]));
         assert!(small.contains("```diff"), "{small}");
+    }
+
+    #[test]
+    fn state_only_work_is_shown_and_counted() {
+        let mut p = plan_with(vec![]);
+        p.adopt = vec![Resource::new("pb.c.made", serde_json::Map::new())];
+        p.forget = vec!["pb.c.gone".into()];
+        let t = text(&p, false);
+        assert!(t.contains("= pb.c.made") && t.contains("adopt"), "{t}");
+        assert!(t.contains("~ pb.c.gone") && t.contains("forget"), "{t}");
+        assert!(t.contains("1 to adopt, 1 to forget in state"), "{t}");
+        assert!(markdown(&p).contains("No live changes"));
     }
 }

@@ -14,14 +14,18 @@ use serde_json::Value;
 
 use kombiform_test_support::pocketbase::{PocketBase, SUPERUSER_EMAIL, SUPERUSER_PASSWORD};
 use kombiform_test_support::postgres::Postgres;
+use kombiform_test_support::proxy::Proxy;
 
-struct Lab {
-    pg: Postgres,
-    pb: PocketBase,
-    dir: tempfile::TempDir,
+pub(crate) struct Lab {
+    pub(crate) pg: Postgres,
+    pub(crate) pb: PocketBase,
+    pub(crate) dir: tempfile::TempDir,
+    /// Between kombiform and PostgreSQL / PocketBase, when started with [`Lab::proxied`].
+    pub(crate) pg_proxy: Option<Proxy>,
+    pub(crate) pb_proxy: Option<Proxy>,
 }
 
-fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+pub(crate) fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to)?;
     for e in std::fs::read_dir(from)? {
         let e = e?;
@@ -36,34 +40,63 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
 }
 
 impl Lab {
-    fn start() -> Result<Lab> {
+    pub(crate) fn start() -> Result<Lab> {
+        Lab::start_with(false)
+    }
+
+    /// A lab whose kombiform reaches PostgreSQL and PocketBase through fault-injecting
+    /// proxies (the tests' own connections go straight to the servers).
+    pub(crate) fn proxied() -> Result<Lab> {
+        Lab::start_with(true)
+    }
+
+    fn start_with(proxied: bool) -> Result<Lab> {
         let pg = Postgres::start()?;
         pg.create_database("kombify_platform")?;
         let pb = PocketBase::start()?;
+        let (pg_proxy, pb_proxy) = if proxied {
+            let pb_port = pb
+                .url()
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+                .context("the PocketBase URL has no port")?;
+            (Some(Proxy::start(pg.port())?), Some(Proxy::start(pb_port)?))
+        } else {
+            (None, None)
+        };
+        let pg_port = pg_proxy.as_ref().map_or(pg.port(), Proxy::port);
+        let pb_url = pb_proxy.as_ref().map_or(pb.url(), Proxy::http_url);
         let dir = tempfile::tempdir()?;
         let specs = dir.path().join("specs");
         copy_dir(&kombiform_test_support::example_specs_dir(), &specs)?;
         let local = specs.join("platform/local.yaml");
         let text = std::fs::read_to_string(&local)?;
         let text = text
-            .replace("    port: 5432\n", &format!("    port: {}\n", pg.port()))
+            .replace("    port: 5432\n", &format!("    port: {pg_port}\n"))
             .replace(
                 "  pocketbase:\n    url: http://127.0.0.1:8090\n    superuserEmail: admin@kombify.localhost",
-                &format!("  pocketbase:\n    url: {}\n    superuserEmail: {SUPERUSER_EMAIL}", pb.url()),
+                &format!("  pocketbase:\n    url: {pb_url}\n    superuserEmail: {SUPERUSER_EMAIL}"),
             );
         anyhow::ensure!(
-            text.contains(&pb.url()),
+            text.contains(&pb_url),
             "could not point local.yaml at the test PocketBase"
         );
         std::fs::write(&local, text)?;
-        Ok(Lab { pg, pb, dir })
+        Ok(Lab {
+            pg,
+            pb,
+            dir,
+            pg_proxy,
+            pb_proxy,
+        })
     }
 
-    fn specs(&self) -> PathBuf {
+    pub(crate) fn specs(&self) -> PathBuf {
         self.dir.path().join("specs")
     }
 
-    fn cmd(&self, args: &[&str]) -> Command {
+    pub(crate) fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_kombiform"));
         c.args(args)
             .current_dir(self.dir.path())
@@ -74,17 +107,17 @@ impl Lab {
         c
     }
 
-    fn run(&self, args: &[&str]) -> Result<Output> {
+    pub(crate) fn run(&self, args: &[&str]) -> Result<Output> {
         self.cmd(args).output().context("running kombiform")
     }
 
-    fn apply(&self, extra: &[&str]) -> Result<Output> {
+    pub(crate) fn apply(&self, extra: &[&str]) -> Result<Output> {
         let mut args = vec!["apply", "--env", "local", "--auto-approve"];
         args.extend_from_slice(extra);
         self.run(&args)
     }
 
-    fn plan_json(&self) -> Result<(i32, Value)> {
+    pub(crate) fn plan_json(&self) -> Result<(i32, Value)> {
         let out = self.run(&["plan", "--env", "local", "--json"])?;
         let v: Value = serde_json::from_slice(&out.stdout).with_context(|| {
             format!(
@@ -95,7 +128,7 @@ impl Lab {
         Ok((out.status.code().unwrap_or(-1), v))
     }
 
-    fn edit(&self, file: &str, from: &str, to: &str) -> Result<()> {
+    pub(crate) fn edit(&self, file: &str, from: &str, to: &str) -> Result<()> {
         let path = self.specs().join(file);
         let text = std::fs::read_to_string(&path)?;
         anyhow::ensure!(text.contains(from), "{file} has no `{from}`");
@@ -103,12 +136,12 @@ impl Lab {
         Ok(())
     }
 
-    fn sql(&self, query: &str) -> Result<Vec<postgres::Row>> {
+    pub(crate) fn sql(&self, query: &str) -> Result<Vec<postgres::Row>> {
         let mut c = self.pg.connect("kombify_platform")?;
         Ok(c.query(query, &[])?)
     }
 
-    fn collections(&self) -> Result<Vec<String>> {
+    pub(crate) fn collections(&self) -> Result<Vec<String>> {
         let token = self.pb.superuser_token()?;
         let mut res = self
             .pb
@@ -131,7 +164,7 @@ impl Lab {
     }
 }
 
-fn text(o: &Output) -> String {
+pub(crate) fn text(o: &Output) -> String {
     format!(
         "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
         o.status.code(),
@@ -140,7 +173,7 @@ fn text(o: &Output) -> String {
     )
 }
 
-fn addresses(plan: &Value) -> Vec<String> {
+pub(crate) fn addresses(plan: &Value) -> Vec<String> {
     let mut v: Vec<String> = plan["changes"]
         .as_array()
         .map(|a| {
@@ -324,6 +357,7 @@ fn a_killed_apply_is_resumed_by_running_again() -> Result<()> {
     let reference = Lab::start()?;
     let (_, plan) = reference.plan_json()?;
     let total = plan["changes"].as_array().map_or(0, Vec::len);
+    let desired: std::collections::BTreeSet<String> = addresses(&plan).into_iter().collect();
     assert!(total > 30);
     let out = reference.apply(&[])?;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -350,6 +384,12 @@ fn a_killed_apply_is_resumed_by_running_again() -> Result<()> {
         assert_eq!(code, 0, "clean after resuming from {kill_after}");
         let got: BTreeMap<String, Value> = serde_json::from_value(after["live_hashes"].clone())?;
         assert_eq!(got, want, "end state after a kill at {kill_after} differs");
+        let (recorded, in_doubt) = super::recovery::recorded(&lab)?;
+        let missing: Vec<&String> = desired.difference(&recorded).collect();
+        assert!(
+            missing.is_empty() && in_doubt == 0,
+            "after a kill at {kill_after}, live resources are not recorded: {missing:?}"
+        );
     }
     Ok(())
 }

@@ -8,6 +8,7 @@
 
 mod deploy;
 mod golden;
+mod recovery;
 mod robustness;
 mod tidy;
 mod unix;

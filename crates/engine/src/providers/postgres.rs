@@ -26,9 +26,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::ops::resolve_secret;
-use crate::providers::{AuditRecord, Client, LiveRead, Registration};
+use crate::providers::{AuditRecord, Client, LiveRead, Registration, Transient};
 
-use kombiform_emit::targets::postgres as target;
+use kombiform_emit::targets::postgres::{self as target, NAME};
 use kombiform_model::{Env, PostgresTls};
 use kombiform_plan::Change;
 use kombiform_sys::tls::postgres as pg_tls;
@@ -110,6 +110,8 @@ impl ConnectParams {
 pub struct Postgres {
     params: ConnectParams,
     client: Mutex<postgres::Client>,
+    /// A batch whose COMMIT answer was lost: its transaction id and addresses.
+    in_doubt: Mutex<Option<(i64, Vec<String>)>>,
 }
 
 impl fmt::Debug for Postgres {
@@ -129,7 +131,22 @@ impl Postgres {
         Ok(Postgres {
             params,
             client: Mutex::new(client),
+            in_doubt: Mutex::new(None),
         })
+    }
+
+    /// The transaction id of an earlier attempt of the batch `addresses` whose COMMIT answer
+    /// was lost (taken: the caller remembers it again if still unsure).
+    fn in_doubt_for(&self, addresses: &[String]) -> Option<i64> {
+        let mut d = self.in_doubt.lock().unwrap_or_else(|p| p.into_inner());
+        match d.take() {
+            Some((xid, a)) if a == addresses => Some(xid),
+            _ => None,
+        }
+    }
+
+    fn remember_in_doubt(&self, xid: i64, addresses: Vec<String>) {
+        *self.in_doubt.lock().unwrap_or_else(|p| p.into_inner()) = Some((xid, addresses));
     }
 
     /// The connection, opened again if the server closed it.
@@ -188,11 +205,56 @@ impl Client for Postgres {
 
     fn apply(&self, changes: &[&Change]) -> Result<()> {
         let mut client = self.client()?;
-        apply::apply(&mut client, changes)
+        let addresses: Vec<String> = changes.iter().map(|c| c.address.clone()).collect();
+        if let Some(xid) = self.in_doubt_for(&addresses) {
+            // An earlier attempt of this batch lost the answer to its COMMIT: never run a
+            // committed batch twice (its CREATE TABLE would fail, reporting as failed what
+            // committed).
+            match apply::committed(&mut client, xid) {
+                Ok(Some(true)) => return Ok(()),
+                Ok(Some(false)) => {}
+                Ok(None) => {
+                    self.remember_in_doubt(xid, addresses);
+                    return Err(anyhow::Error::new(Transient {
+                        message: format!("{NAME}: transaction {xid} is still committing"),
+                        retry_after: None,
+                    }));
+                }
+                Err(e) => {
+                    self.remember_in_doubt(xid, addresses);
+                    return Err(e);
+                }
+            }
+        }
+        let result = apply::apply(&mut client, changes);
+        if let Some(doubt) = result
+            .as_ref()
+            .err()
+            .and_then(|e| e.downcast_ref::<apply::CommitInDoubt>())
+        {
+            let xid = doubt.xid;
+            self.remember_in_doubt(xid, addresses);
+            // Retried: the next attempt asks first whether it committed.
+            return Err(anyhow::Error::new(Transient {
+                message: format!(
+                    "{NAME}: the connection was lost while transaction {xid} committed: {}",
+                    result.err().map(|e| format!("{e:#}")).unwrap_or_default()
+                ),
+                retry_after: None,
+            }));
+        }
+        result
     }
 
     fn record_audit(&self, record: &AuditRecord) -> Result<()> {
-        let mut client = self.client()?;
-        apply::record_audit(&mut client, record)
+        // The connection may still be held by an abandoned call (an interrupted apply whose
+        // transaction is stuck): the audit row then goes over a connection of its own.
+        match self.client.try_lock() {
+            Ok(mut client) if !client.is_closed() => apply::record_audit(&mut client, record),
+            _ => {
+                let mut own = open(&self.params)?;
+                apply::record_audit(&mut own, record)
+            }
+        }
     }
 }
