@@ -330,11 +330,12 @@ impl PostgresCheck {
     }
 }
 
-/// TLS for PostgreSQL: rustls with the aws-lc-rs provider (named, so another crate enabling
-/// `ring` cannot make the choice ambiguous) and the platform verifier (system roots).
+/// TLS for PostgreSQL: rustls with the ring provider, the workspace's one crypto provider (named,
+/// so another crate enabling a second provider cannot make the choice ambiguous), and the
+/// platform verifier (system roots).
 fn tls_connector() -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
     use rustls_platform_verifier::BuilderVerifierExt;
-    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS protocol versions: {e}"))?

@@ -73,11 +73,7 @@ pub fn filter_literal(value: &str) -> Option<String> {
 
 /// A random password for an SSO user (never used to log in; PocketBase requires one).
 pub fn random_password() -> String {
-    format!(
-        "{:032x}{:032x}",
-        rand::random::<u128>(),
-        rand::random::<u128>()
-    )
+    kombiform_model::hex(&kombiform_sys::random_bytes::<32>())
 }
 
 impl PocketBase {
