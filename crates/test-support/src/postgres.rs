@@ -150,6 +150,11 @@ impl Postgres {
         self.dir.path()
     }
 
+    /// The server log (stdout and stderr of `postgres`).
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
     /// URL of the default `postgres` database, e.g. `postgres://postgres@127.0.0.1:5555/postgres`.
     pub fn url(&self) -> String {
         self.url_for("postgres")

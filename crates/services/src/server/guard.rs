@@ -365,3 +365,150 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guard<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn limits() -> Limits {
+        Limits {
+            max_head_bytes: 1024,
+            head_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(5),
+            ..Limits::default()
+        }
+    }
+
+    /// A guard over one end of an in-memory pipe; the other end is the client.
+    fn pipe() -> (
+        Guard<tokio::io::DuplexStream>,
+        tokio::io::DuplexStream,
+        Arc<Notify>,
+    ) {
+        let (server, client) = tokio::io::duplex(1 << 20);
+        let refused = Arc::new(Notify::new());
+        (
+            Guard::new(server, limits(), Arc::clone(&refused)),
+            client,
+            refused,
+        )
+    }
+
+    /// What hyper would read now, without waiting.
+    async fn readable(guard: &mut Guard<tokio::io::DuplexStream>) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(1), guard.read(&mut buf)).await
+        {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heads_are_released_whole_and_bodies_by_their_length() {
+        let (mut guard, mut client, _) = pipe();
+        client
+            .write_all(b"POST /a HTTP/1.1\r\nContent-Le")
+            .await
+            .expect("test io");
+        assert_eq!(
+            readable(&mut guard).await,
+            b"",
+            "an incomplete head is held back"
+        );
+        client
+            .write_all(b"ngth: 5\r\n\r\nGET /bHTTP/1.1\r\nGET /c HTTP/1.1\r\n\r\n")
+            .await
+            .expect("test io");
+        // "GET /bHTTP/1.1" sits in the body (5 bytes "GET /"), then "bHTTP/1.1\r\n" is a head.
+        let seen = readable(&mut guard).await;
+        assert_eq!(seen, b"POST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nGET /");
+        assert_eq!(
+            guard.state,
+            State::Refused,
+            "the line after the body is no request"
+        );
+        assert!(guard.reply.is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pipelined_requests_pass_and_a_refusal_is_written_at_shutdown() {
+        let (mut guard, mut client, refused) = pipe();
+        let two = b"GET /1 HTTP/1.1\r\n\r\nPOST /2 HTTP/1.1\r\nContent-Length: 2\r\n\r\nokGET /3 HTTP/1.1\r\n\r\n";
+        client.write_all(two).await.expect("test io");
+        client.write_all(b"GARBAGE\r\n\r\n").await.expect("test io");
+        assert_eq!(readable(&mut guard).await, two);
+        // The connection task is told; hyper reads nothing more.
+        tokio::time::timeout(Duration::from_secs(1), refused.notified())
+            .await
+            .expect("the refusal is signalled");
+        assert_eq!(readable(&mut guard).await, b"");
+        guard
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            .await
+            .expect("test io");
+        drop(client.shutdown().await);
+        guard.shutdown().await.expect("test io");
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).await.expect("test io");
+        let (first, refusal) = answer.split_at(answer.find("HTTP/1.1 400").expect("a 400 follows"));
+        assert!(
+            first.starts_with("HTTP/1.1 200 OK"),
+            "hyper's response comes first"
+        );
+        assert!(refusal.contains("\r\nconnection: close\r\n"), "{refusal}");
+        assert!(refusal.contains(r#""code":"bad_request""#), "{refusal}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_head_gets_408_and_an_idle_connection_ends_quietly() {
+        let (mut guard, mut client, _) = pipe();
+        client
+            .write_all(b"GET / HTTP/1.1\r\n")
+            .await
+            .expect("test io");
+        let mut buf = [0u8; 64];
+        // The read waits for the head deadline (time is paused: it passes at once).
+        let read = tokio::time::timeout(Duration::from_secs(2), guard.read(&mut buf)).await;
+        assert!(
+            read.is_err(),
+            "hyper keeps waiting; the task is notified instead"
+        );
+        assert_eq!(guard.state, State::Refused);
+        let reply =
+            String::from_utf8_lossy(&guard.reply.as_ref().expect("a reply").bytes).to_string();
+        assert!(
+            reply.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+            "{reply}"
+        );
+
+        let (mut idle, _client, _) = pipe();
+        let n = tokio::time::timeout(Duration::from_secs(10), idle.read(&mut buf))
+            .await
+            .expect("the idle timeout ends the read")
+            .expect("test io");
+        assert_eq!((n, idle.state), (0, State::Eof), "end of input, no reply");
+        assert!(idle.reply.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn oversized_heads_are_refused_as_431_or_414() {
+        for (input, status) in [
+            (format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(2000)), "431"),
+            (format!("GET /{}", "a".repeat(2000)), "414"),
+        ] {
+            let (mut guard, mut client, _) = pipe();
+            client.write_all(input.as_bytes()).await.expect("test io");
+            assert_eq!(readable(&mut guard).await, b"");
+            let reply =
+                String::from_utf8_lossy(&guard.reply.as_ref().expect("a reply").bytes).to_string();
+            assert!(reply.starts_with(&format!("HTTP/1.1 {status} ")), "{reply}");
+        }
+    }
+}

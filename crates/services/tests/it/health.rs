@@ -34,16 +34,16 @@ fn local_config() -> Result<HealthConfig> {
 }
 
 /// Where each check of the local config should point in a test.
-struct Targets {
-    kong: String,
-    pocketbase: String,
-    jwks: String,
+pub(crate) struct Targets {
+    pub kong: String,
+    pub pocketbase: String,
+    pub jwks: String,
     /// Host and port of PostgreSQL.
-    postgres: (String, u16),
+    pub postgres: (String, u16),
 }
 
 /// The local config with every check pointed at `targets`, and the given timeout and TTL.
-fn config(targets: &Targets, timeout_ms: u32, ttl_ms: u32) -> Result<HealthConfig> {
+pub(crate) fn config(targets: &Targets, timeout_ms: u32, ttl_ms: u32) -> Result<HealthConfig> {
     let mut cfg = local_config()?;
     cfg.check_timeout_ms = timeout_ms;
     cfg.cache_ttl_ms = ttl_ms;
@@ -79,7 +79,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// A loopback port nothing listens on (bound, then released).
-fn closed_port() -> Result<u16> {
+pub(crate) fn closed_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding a probe port")?;
     Ok(l.local_addr()?.port())
 }

@@ -194,6 +194,10 @@ pub(crate) struct SsoEnv {
     pub url: String,
     /// A client for the service.
     pub http: reqwest::Client,
+    /// The service's configuration (pointing at these servers).
+    pub config: SsoConfig,
+    /// The service's secrets, as environment variables.
+    pub secrets: HashMap<&'static str, String>,
 }
 
 /// The platform database name.
@@ -264,7 +268,7 @@ impl SsoEnv {
             ("STRIPE_WEBHOOK_SECRET", STRIPE_SECRETS.join(",")),
             ("ZITADEL_WEBHOOK_SECRET", ZITADEL_SECRET.to_string()),
         ]);
-        let service = Arc::new(Sso::new(config, |n| env.get(n).cloned())?);
+        let service = Arc::new(Sso::new(config.clone(), |n| env.get(n).cloned())?);
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
         let url = format!("http://{}", listener.local_addr()?);
         rt.block_on(service.warm_up());
@@ -283,6 +287,8 @@ impl SsoEnv {
             sso: service,
             url,
             http,
+            config,
+            secrets: env,
         })
     }
 
