@@ -1,12 +1,15 @@
 //! The HTTP/1.1 server of both services: the accept loop, one hyper connection per socket
-//! behind the [`guard`] (so requests hyper would refuse with an empty body are answered in the
-//! error format by this crate instead), configured [`Limits`], and graceful shutdown.
+//! behind the connection guard (`server/guard.rs`: requests hyper would refuse with an empty
+//! body are answered in the error format by this crate instead), configured [`Limits`], and
+//! graceful shutdown.
 //!
 //! Why not `axum::serve`: it offers no limits and no way to answer the errors hyper produces
 //! before a request exists (431, malformed request line or headers), which it sends with an
 //! empty body. hyper writes those in `proto/h1/role.rs` (`Server::on_error`: 400 for a bad
 //! method, target, version or header, 431 for a head over the buffer limit or with too many
-//! headers, 414 for a target over 64 KiB); [`head`] refuses every such head first.
+//! headers, 414 for a target over 64 KiB; hyper 1.12.0 as locked); [`head`] refuses every such
+//! head first. A header-read timeout in hyper closes without any response; the guard answers a
+//! slow head with 408 instead.
 //!
 //! HTTP/1 only: the services sit behind Kong, which speaks HTTP/1.1 to upstreams. Not here:
 //! routes, the JSON error format and request ids ([`crate::http`]).

@@ -21,6 +21,7 @@ use axum::Router;
 use kombiform_model::secret;
 use kombiform_model::services::{HealthConfig, Probe};
 use kombiform_services::health::{self, FailureKind, Readiness, ReadyReport, Status};
+use kombiform_services::server;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -146,13 +147,18 @@ async fn fakes() -> Result<(Fake, Fake)> {
     ))
 }
 
-/// Serves `health::edge::app(readiness)` on a free loopback port; returns its base URL.
+/// Serves `health::edge::app(readiness)` on a free loopback port with the binary's server;
+/// returns its base URL.
 async fn serve(readiness: Readiness) -> Result<(String, JoinHandle<()>)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, health::edge::app(readiness)).await;
-    });
+    let app = health::edge::app(readiness);
+    let task = tokio::spawn(server::serve(
+        listener,
+        app,
+        server::Limits::default(),
+        std::future::pending(),
+    ));
     Ok((format!("http://{addr}"), task))
 }
 
