@@ -10,7 +10,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use kombiform_emit::{self as emit, graph, Files};
+use crate::{err, errln, out, outln};
+
+use kombiform_emit::{self as emit, targets, Files};
 use kombiform_model::Model;
 use kombiform_spec::load::{load, Input, Loaded};
 
@@ -179,7 +181,7 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             ExitCode::from(1)
         }
     }
@@ -192,7 +194,7 @@ fn run(cli: Cli) -> Result<u8> {
             let Some(model) = report(&loaded) else {
                 return Ok(1);
             };
-            println!(
+            outln!(
                 "ok: {docs} documents in {} files: {} environments, {} plans, {} tenants, {} flags, {} collection templates",
                 loaded.sources.len(),
                 model.platforms.len(),
@@ -214,20 +216,20 @@ fn run(cli: Cli) -> Result<u8> {
             if check {
                 let problems = compare(&out, &files)?;
                 if problems.is_empty() {
-                    println!("{} is up to date ({} files)", out.display(), files.len());
+                    outln!("{} is up to date ({} files)", out.display(), files.len());
                     return Ok(0);
                 }
                 for p in &problems {
-                    eprintln!("{p}");
+                    errln!("{p}");
                 }
-                eprintln!(
+                errln!(
                     "{} is out of date: run `kombiform build` and commit the result",
                     out.display()
                 );
                 return Ok(2);
             }
             let (written, removed) = write_out(&out, &files)?;
-            println!(
+            outln!(
                 "built {} files into {} ({written} changed, {removed} removed)",
                 files.len(),
                 out.display()
@@ -245,7 +247,7 @@ fn run(cli: Cli) -> Result<u8> {
                     None => {
                         let known: Vec<&str> =
                             model.platforms.iter().map(|p| p.name.as_str()).collect();
-                        eprintln!(
+                        errln!(
                             "error: unknown environment `{name}` (defined: {})",
                             known.join(", ")
                         );
@@ -255,17 +257,20 @@ fn run(cli: Cli) -> Result<u8> {
                 None => model.envs().collect(),
             };
             for e in envs {
-                let g = graph::build(e);
+                let g = targets::graph(e);
                 if let Err(cycle) = g.order() {
-                    eprintln!("error[dependency-cycle]: {}", cycle.join(" -> "));
+                    errln!(
+                        "error[dependency-cycle]: resources of environment `{}` depend on each other: {cycle}",
+                        e.name()
+                    );
                     return Ok(1);
                 }
                 match format {
                     GraphFormat::Text => {
-                        println!("# environment {} ({} resources)", e.name(), g.len());
-                        print!("{}", g.to_text());
+                        outln!("# environment {} ({} resources)", e.name(), g.len());
+                        out!("{}", g.to_text());
                     }
-                    GraphFormat::Dot => print!("{}", g.to_dot(e.name())),
+                    GraphFormat::Dot => out!("{}", g.to_dot(e.name())),
                 }
             }
             Ok(0)
@@ -280,10 +285,10 @@ fn run(cli: Cli) -> Result<u8> {
             };
             let text = diff(&out, &files)?;
             if text.is_empty() {
-                println!("no differences");
+                outln!("no differences");
                 Ok(0)
             } else {
-                print!("{text}");
+                out!("{text}");
                 Ok(2)
             }
         }
@@ -305,7 +310,7 @@ fn run(cli: Cli) -> Result<u8> {
         } => cmd_apply(args, file, env, auto_approve, parallelism, events),
         Command::State { command } => cmd_state(command),
         Command::Schema => {
-            print!("{}", kombiform_spec::schema::schema_text());
+            out!("{}", kombiform_spec::schema::schema_text());
             Ok(0)
         }
     }
@@ -317,14 +322,14 @@ fn migrate_specs(dir: &Path, check: bool) -> Result<u8> {
     for input in read_specs(dir)? {
         match kombiform_spec::migrate::upgrade(&input.text) {
             Err(e) => {
-                eprintln!("error: {}: {e}", input.path);
+                errln!("error: {}: {e}", input.path);
                 failed = true;
             }
             Ok(up) if up.changes.is_empty() => {}
             Ok(up) => {
                 pending += 1;
                 for c in &up.changes {
-                    println!("{}: {c}", input.path);
+                    outln!("{}: {c}", input.path);
                 }
                 if !check {
                     std::fs::write(&input.path, &up.text)
@@ -338,15 +343,15 @@ fn migrate_specs(dir: &Path, check: bool) -> Result<u8> {
     }
     match (pending, check) {
         (0, _) => {
-            println!("all spec files are at the current apiVersion");
+            outln!("all spec files are at the current apiVersion");
             Ok(0)
         }
         (n, true) => {
-            eprintln!("{n} file(s) need `kombiform migrate-specs`");
+            errln!("{n} file(s) need `kombiform migrate-specs`");
             Ok(2)
         }
         (n, false) => {
-            println!("upgraded {n} file(s); review the diff and run `kombiform validate`");
+            outln!("upgraded {n} file(s); review the diff and run `kombiform validate`");
             Ok(0)
         }
     }
@@ -355,7 +360,7 @@ fn migrate_specs(dir: &Path, check: bool) -> Result<u8> {
 /// Prints diagnostics; returns the model when there is no error.
 fn report(loaded: &Loaded) -> Option<&Model> {
     if !loaded.diagnostics.is_empty() {
-        eprint!("{}", loaded.render());
+        err!("{}", loaded.render());
     }
     loaded.model.as_ref()
 }
@@ -365,7 +370,7 @@ fn compile(model: &Model) -> Option<Files> {
     match emit::compile(model) {
         Ok(files) => Some(files),
         Err(cycle) => {
-            eprintln!("error[dependency-cycle]: {cycle}");
+            errln!("error[dependency-cycle]: {cycle}");
             None
         }
     }
@@ -570,8 +575,7 @@ fn find_env<'a>(model: &'a Model, name: &str) -> Result<kombiform_model::Env<'a>
 }
 
 fn color_stdout() -> bool {
-    use std::io::IsTerminal;
-    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+    crate::output::colour_stdout()
 }
 
 fn cmd_plan(
@@ -597,19 +601,19 @@ fn cmd_plan(
         &providers,
         &live,
         &args.allow_destroy,
-    );
+    )?;
     if let Some(path) = &out {
         write_plan(path, &plan)?;
     }
     let format = if json { PlanFormat::Json } else { format };
     match format {
-        PlanFormat::Json => print!("{}", kombiform_plan::render::json(&plan)),
-        PlanFormat::Markdown => print!("{}", kombiform_plan::render::markdown(&plan)),
+        PlanFormat::Json => out!("{}", kombiform_plan::render::json(&plan)),
+        PlanFormat::Markdown => out!("{}", kombiform_plan::render::markdown(&plan)),
         PlanFormat::Text => {
-            print!("{}", kombiform_plan::render::text(&plan, color_stdout()));
-            eprintln!("read live state with {} requests", live.requests);
+            out!("{}", kombiform_plan::render::text(&plan, color_stdout()));
+            errln!("read live state with {} requests", live.requests);
             if let Some(path) = &out {
-                println!(
+                outln!(
                     "\nSaved the plan to {}. Apply exactly this plan with:\n  kombiform apply {}",
                     path.display(),
                     path.display()
@@ -677,7 +681,7 @@ fn cmd_apply(
     let _lock = match take_lock(&backend, env.name(), &command) {
         Ok(g) => g,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return Ok(1);
         }
     };
@@ -687,7 +691,7 @@ fn cmd_apply(
     let plan = match saved {
         Some(p) => {
             if let Some(why) = kombiform_engine::ops::staleness(&p, &hash, &state, &live) {
-                eprintln!("error: the saved plan is stale and was not applied:\n  {why}\nMake a new plan with `kombiform plan --env {} --out FILE`.", p.env);
+                errln!("error: the saved plan is stale and was not applied:\n  {why}\nMake a new plan with `kombiform plan --env {} --out FILE`.", p.env);
                 return Ok(1);
             }
             p
@@ -700,28 +704,28 @@ fn cmd_apply(
                 &providers,
                 &live,
                 &args.allow_destroy,
-            );
+            )?;
             if events.is_none() {
-                print!("{}", kombiform_plan::render::text(&p, color_stdout()));
+                out!("{}", kombiform_plan::render::text(&p, color_stdout()));
             }
             p
         }
     };
     if !plan.refused.is_empty() {
-        eprintln!("error: {} destructive change(s) were refused; nothing was applied. Consent with --allow-destroy ADDRESS:", plan.refused.len());
+        errln!("error: {} destructive change(s) were refused; nothing was applied. Consent with --allow-destroy ADDRESS:", plan.refused.len());
         for a in &plan.refused {
-            eprintln!("  - {a}");
+            errln!("  - {a}");
         }
         return Ok(3);
     }
     if !plan.has_changes() {
         if events.is_none() {
-            println!("Nothing to apply.");
+            outln!("Nothing to apply.");
         }
         return Ok(0);
     }
     if file.is_none() && !auto_approve && !confirm()? {
-        eprintln!("Apply cancelled.");
+        errln!("Apply cancelled.");
         return Ok(1);
     }
     let opts = kombiform_engine::apply::Options {
@@ -733,7 +737,7 @@ fn cmd_apply(
     let observe = |e: &kombiform_engine::apply::Event| match events {
         Some(EventFormat::Json) => {
             if let Ok(line) = serde_json::to_string(e) {
-                println!("{line}");
+                outln!("{line}");
             }
         }
         None => progress(e, &done_count, total),
@@ -742,11 +746,11 @@ fn cmd_apply(
         &plan, &providers, &backend, state, &opts, &command, &observe,
     )?;
     if events.is_none() {
-        println!("\n{}", apply_summary(&report));
+        outln!("\n{}", apply_summary(&report));
     } else if let Ok(line) =
         serde_json::to_string(&serde_json::json!({"event": "summary", "report": report}))
     {
-        println!("{line}");
+        outln!("{line}");
     }
     Ok(if report.succeeded() { 0 } else { 1 })
 }
@@ -765,7 +769,7 @@ fn progress(
             elapsed_ms,
         } => {
             let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-            eprintln!(
+            errln!(
                 "[{n}/{total}] {} {address} ({elapsed_ms} ms)",
                 action.as_str()
             );
@@ -776,11 +780,11 @@ fn progress(
             wait_ms,
             error,
         } => {
-            eprintln!(
+            errln!(
                 "        retrying {address} in {wait_ms} ms (attempt {attempt} failed: {error})"
             );
         }
-        Event::Failed { address, error, .. } => eprintln!("FAILED  {address}: {error}"),
+        Event::Failed { address, error, .. } => errln!("FAILED  {address}: {error}"),
     }
 }
 
@@ -810,7 +814,7 @@ fn confirm() -> Result<bool> {
     if !std::io::stdin().is_terminal() {
         anyhow::bail!("apply needs approval, but standard input is not a terminal: review with `kombiform plan` and pass --auto-approve");
     }
-    print!("\nApply these changes? Only `yes` is accepted: ");
+    out!("\nApply these changes? Only `yes` is accepted: ");
     std::io::stdout().flush().ok();
     let mut line = String::new();
     std::io::stdin()
@@ -827,9 +831,9 @@ fn cmd_state(cmd: StateCommand) -> Result<u8> {
             let state = kombiform_engine::state::LocalBackend::new(&state_dir).load(&env)?;
             let rows = kombiform_engine::state::list(&state);
             for (address, summary) in &rows {
-                println!("{address}  {summary}");
+                outln!("{address}  {summary}");
             }
-            eprintln!("{} resources, serial {}", rows.len(), state.serial);
+            errln!("{} resources, serial {}", rows.len(), state.serial);
             Ok(0)
         }
         StateCommand::Show {
@@ -840,11 +844,11 @@ fn cmd_state(cmd: StateCommand) -> Result<u8> {
             let state = kombiform_engine::state::LocalBackend::new(&state_dir).load(&env)?;
             match kombiform_engine::state::show(&state, &address) {
                 Some(r) => {
-                    println!("{}", serde_json::to_string_pretty(r)?);
+                    outln!("{}", serde_json::to_string_pretty(r)?);
                     Ok(0)
                 }
                 None => {
-                    eprintln!("error: `{address}` is not in the state of `{env}`");
+                    errln!("error: `{address}` is not in the state of `{env}`");
                     Ok(1)
                 }
             }
@@ -852,7 +856,7 @@ fn cmd_state(cmd: StateCommand) -> Result<u8> {
         StateCommand::Unlock { id, env, state_dir } => {
             let holder =
                 kombiform_engine::state::LocalBackend::new(&state_dir).unlock(&env, &id)?;
-            println!("unlocked `{env}` (was held by {})", holder.describe());
+            outln!("unlocked `{env}` (was held by {})", holder.describe());
             Ok(0)
         }
     }
@@ -873,7 +877,7 @@ fn take_lock(
             process_gone: true,
             ..
         }) => {
-            eprintln!(
+            errln!(
                 "warning: breaking the stale lock of `{env}` held by {}: that process is gone",
                 holder.describe()
             );

@@ -11,29 +11,20 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use kombiform_emit::kong;
-use kombiform_model::TenantStatus;
+use kombiform_test_support::synthetic::{fleet, Fleet};
 
 fn main() -> Result<()> {
     let n: usize = match std::env::args().nth(1) {
         Some(a) => a.parse().context("N must be a number")?,
         None => 10_000,
     };
-    let mut model = kombiform_test_support::example_model();
-    let template = model.tenants.first().cloned().context("no tenant")?;
-    let plans: Vec<String> = model.plans.iter().map(|p| p.name.clone()).collect();
-    model.tenants = (1..=n)
-        .map(|i| {
-            let mut t = template.clone();
-            t.slug = format!("t{i:05}");
-            t.zitadel_org_id = format!("{}", 300_000_000_000_000_000u64 + i as u64);
-            t.plan = plans[i % plans.len()].clone();
-            t.environments = Vec::new();
-            if i % 50 == 0 {
-                t.status = TenantStatus::Suspended;
-            }
-            t
-        })
-        .collect();
+    let model = kombiform_test_support::example_model();
+    let f = Fleet {
+        tenants: n,
+        suspended_every: Some(50),
+        ..Fleet::default()
+    };
+    let model = fleet(model, f);
     let start = Instant::now();
     let mut total = 0;
     for env in model.envs() {

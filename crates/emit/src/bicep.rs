@@ -617,15 +617,6 @@ fn platform_apps(p: &Platform, params: &mut SecureParams) -> Vec<App> {
     apps
 }
 
-/// The env var Kong's `env` vault reads for a Key Vault secret: `{vault://env/redis-access-key}`
-/// reads `REDIS_ACCESS_KEY`.
-fn kong_env_name(secret: &SecretRef) -> String {
-    match secret {
-        SecretRef::KeyVault(n) => n.to_ascii_uppercase().replace('-', "_"),
-        SecretRef::Env(n) => n.clone(),
-    }
-}
-
 fn kong_app(p: &Platform, params: &mut SecureParams) -> App {
     let mut e = AppEnv::default();
     for (name, value) in [
@@ -649,7 +640,7 @@ fn kong_app(p: &Platform, params: &mut SecureParams) -> App {
     vault_refs.extend(p.kong.upstream_mtls.as_ref().map(|m| &m.client_key));
     vault_refs.extend(p.redis.password.as_ref());
     for secret in vault_refs {
-        let name = kong_env_name(secret);
+        let name = crate::kong::vault_env_var(secret);
         if !e.env.iter().any(|v| v.name == name) {
             e.secret(&name, secret, params);
         }

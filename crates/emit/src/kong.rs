@@ -152,24 +152,20 @@ pub fn document(env: Env<'_>) -> Value {
 }
 
 /// A Kong vault reference to a secret: `{vault://env/<name>}`. Kong's `env` vault (bundled
-/// with OSS) replaces `-` with `_` and upper-cases the name, so the Kong container must have
-/// the environment variable [`vault_env_var`] set (Container Apps: from Key Vault).
+/// with OSS) upper-cases the name and turns `-` into `_`, so the reference is the secret's one
+/// variable name ([`kombiform_model::secret::variable`]) lower-cased with `-`: the Kong
+/// container gets that variable ([`vault_env_var`]) like every other process.
 pub fn vault_ref(secret: &SecretRef) -> String {
-    let name = match secret {
-        SecretRef::KeyVault(n) | SecretRef::Env(n) => n,
-    };
     format!(
         "{{vault://env/{}}}",
-        name.to_ascii_lowercase().replace('_', "-")
+        vault_env_var(secret).to_ascii_lowercase().replace('_', "-")
     )
 }
 
-/// The environment variable of the Kong container that [`vault_ref`] reads.
+/// The environment variable of the Kong container that [`vault_ref`] reads: the workspace's
+/// one rule from a secret reference to its variable.
 pub fn vault_env_var(secret: &SecretRef) -> String {
-    let name = match secret {
-        SecretRef::KeyVault(n) | SecretRef::Env(n) => n,
-    };
-    name.to_ascii_uppercase().replace('-', "_")
+    kombiform_model::secret::variable(secret)
 }
 
 /// The ACL group (OSS) or consumer group (Enterprise) of a plan: `plan-<name>`.
@@ -647,6 +643,7 @@ mod tests {
     use kombiform_model::Model;
 
     use kombiform_test_support::kong_check::check;
+    use kombiform_test_support::synthetic::{fleet, Fleet};
     use kombiform_test_support::{enterprise_model as enterprise, example_model as example};
 
     fn env<'m>(m: &'m Model, name: &str) -> Env<'m> {
@@ -670,24 +667,14 @@ mod tests {
             .unwrap_or(&Value::Null)
     }
 
-    /// `n` tenants cloned from the example's, across every plan, some suspended.
-    fn synthetic(mut m: Model, n: usize) -> Model {
-        let template = m.tenants[0].clone();
-        let plans: Vec<String> = m.plans.iter().map(|p| p.name.clone()).collect();
-        m.tenants = (1..=n)
-            .map(|i| {
-                let mut t = template.clone();
-                t.slug = format!("t{i:05}");
-                t.zitadel_org_id = format!("{}", 300_000_000_000_000_000u64 + i as u64);
-                t.plan = plans[i % plans.len()].clone();
-                t.environments = Vec::new();
-                if i % 7 == 0 {
-                    t.status = TenantStatus::Suspended;
-                }
-                t
-            })
-            .collect();
-        m
+    /// `n` tenants across every plan, every 7th suspended.
+    fn synthetic(m: Model, n: usize) -> Model {
+        let f = Fleet {
+            tenants: n,
+            suspended_every: Some(7),
+            ..Fleet::default()
+        };
+        fleet(m, f)
     }
 
     #[test]
@@ -742,7 +729,7 @@ mod tests {
         assert_eq!(rl["config"]["redis"]["port"], 6380);
         assert_eq!(
             rl["config"]["redis"]["password"],
-            "{vault://env/redis-access-key}"
+            "{vault://env/kv-redis-access-key}"
         );
         // The free plan sets no per-second limit.
         assert!(consumer(&doc, "initech")["plugins"][0]["config"]
@@ -837,7 +824,7 @@ mod tests {
         }
         assert_eq!(
             doc["certificates"][0]["key"],
-            "{vault://env/kong-upstream-client-key}"
+            "{vault://env/kv-kong-upstream-client-key}"
         );
         let local = document(env(&m, "local"));
         assert!(local.get("certificates").is_none());
@@ -881,7 +868,7 @@ mod tests {
         assert_eq!(oidc["config"]["session_storage"], "redis");
         assert_eq!(
             oidc["config"]["session_secret"],
-            "{vault://env/kong-session-secret}"
+            "{vault://env/kv-kong-session-secret}"
         );
         assert_eq!(api["plugins"][1]["config"]["include_consumer_groups"], true);
         let groups = doc["consumer_groups"]
@@ -922,7 +909,7 @@ mod tests {
     fn secrets_and_keys() {
         assert_eq!(
             vault_ref(&SecretRef::KeyVault("redis-access-key".into())),
-            "{vault://env/redis-access-key}"
+            "{vault://env/kv-redis-access-key}"
         );
         assert_eq!(
             vault_ref(&SecretRef::Env("SSO_INTERNAL_TOKEN".into())),
@@ -930,7 +917,7 @@ mod tests {
         );
         assert_eq!(
             vault_env_var(&SecretRef::KeyVault("redis-access-key".into())),
-            "REDIS_ACCESS_KEY"
+            "KV_REDIS_ACCESS_KEY"
         );
         let key = |kid: &str| SigningKey {
             kid: kid.into(),

@@ -6,8 +6,9 @@
 //! references (Key Vault names, environment variable names, Kong vault references).
 //! Writing the files is the CLI's job.
 //!
-//! [`graph`] is the dependency graph of every resource of an environment, checked for
-//! cycles before anything is emitted ([`compile`]) and printed by `kombiform graph`.
+//! [`targets`] says what each managed system should hold, as resources with addresses and
+//! dependencies: their graph is checked for cycles before anything is emitted ([`compile`]),
+//! printed by `kombiform graph`, and planned by the engine.
 //!
 //! Not here: reading specs or validating them (`kombiform_spec`), live state or applying
 //! (`kombiform_engine`).
@@ -17,11 +18,11 @@ use std::collections::BTreeMap;
 use kombiform_model::Model;
 
 pub mod bicep;
-pub mod graph;
 pub mod kong;
 pub mod pocketbase;
 pub mod services;
 pub mod sql;
+pub mod targets;
 
 /// Generated files: relative path → content.
 pub type Files = BTreeMap<String, String>;
@@ -43,11 +44,10 @@ pub fn build(model: &Model) -> Files {
 /// dependency cycles: `Err` names the environment and the resources of the cycle.
 pub fn compile(model: &Model) -> Result<Files, String> {
     for env in model.envs() {
-        if let Err(cycle) = graph::build(env).order() {
+        if let Err(cycle) = targets::graph(env).order() {
             return Err(format!(
-                "resources of environment `{}` depend on each other: {}",
+                "resources of environment `{}` depend on each other: {cycle}",
                 env.name(),
-                cycle.join(" -> ")
             ));
         }
     }

@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 
 use crate::Files;
 use kombiform_model::{
-    AccessLevel, CollectionKind, CollectionTemplate, Env, Field, FieldKind, Index, Scope,
+    naming, AccessLevel, CollectionKind, CollectionTemplate, Env, Field, FieldKind, Index, Scope,
 };
 
 /// The tenant-scoped auth template every tenant rule pins the caller to.
@@ -216,10 +216,11 @@ fn escape_into(out: &mut String, s: &str) {
 /// The collection's name as segments: `t_<ident>_<template>` or the global name.
 fn name_segs(template: &str, scope: Scope) -> Vec<Seg<'_>> {
     match scope {
+        // The shape of `naming::tenant_collection`, with a hole for the tenant.
         Scope::Tenant => vec![
-            Seg::Text("t_"),
+            Seg::Text(naming::TENANT_COLLECTION_PREFIX),
             Seg::Ident,
-            Seg::Text("_"),
+            Seg::Text(naming::TENANT_COLLECTION_SEPARATOR),
             Seg::Text(template),
         ],
         Scope::Global => vec![Seg::Text(template)],
@@ -309,13 +310,11 @@ fn rule(t: &CollectionTemplate, level: AccessLevel) -> Option<Vec<Seg<'static>>>
     if t.scope == Scope::Global || level == AccessLevel::Nobody {
         return None;
     }
-    let mut segs = vec![
-        Seg::Text("@request.auth.id != '' && @request.auth.collectionName = 't_"),
-        Seg::Ident,
-        Seg::Text("_"),
-        Seg::Text(USERS),
-        Seg::Text("'"),
-    ];
+    let mut segs = vec![Seg::Text(
+        "@request.auth.id != '' && @request.auth.collectionName = '",
+    )];
+    segs.extend(name_segs(USERS, Scope::Tenant));
+    segs.push(Seg::Text("'"));
     if level == AccessLevel::Owner {
         segs.push(Seg::Text(match t.kind {
             CollectionKind::Auth => " && id = @request.auth.id",
@@ -598,6 +597,7 @@ mod tests {
     use kombiform_model::Model;
 
     use kombiform_test_support::example_model;
+    use kombiform_test_support::synthetic::{fleet, Fleet};
 
     fn emit_env(model: &Model, env: &str) -> Files {
         let mut files = Files::new();
@@ -632,23 +632,14 @@ mod tests {
             .unwrap_or_else(|| panic!("no collection {name}"))
     }
 
-    /// The example model with `n` more tenants `t00001`.. cloned from `acme`.
+    /// The example model with `n` more tenants.
     fn model_with_tenants(n: usize) -> Model {
-        let mut model = example_model();
-        let acme = model
-            .tenants
-            .iter()
-            .find(|t| t.slug == "acme")
-            .expect("acme")
-            .clone();
-        for i in 1..=n {
-            let mut t = acme.clone();
-            t.slug = format!("t{i:05}");
-            t.zitadel_org_id = format!("{}", 900_000_000_000_000_000u64 + i as u64);
-            model.tenants.push(t);
-        }
-        model.tenants.sort_by(|a, b| a.slug.cmp(&b.slug));
-        model
+        let f = Fleet {
+            tenants: n,
+            keep_existing: true,
+            ..Fleet::default()
+        };
+        fleet(example_model(), f)
     }
 
     #[test]

@@ -152,7 +152,7 @@ fn users_collection(env: Env<'_>) -> String {
         [one] => one,
         _ => "users",
     };
-    format!("t_{TENANT_PLACEHOLDER}_{name}")
+    naming::tenant_collection(TENANT_PLACEHOLDER, name)
 }
 
 /// The global `_sso_mappings` collection (the global template of that name, else the name).

@@ -1103,26 +1103,14 @@ mod tests {
         assert!(a.contains_key("local/sql/002_data.sql"));
     }
 
-    /// A model with `n` copies of acme (`t00000`, ...) instead of the example tenants.
-    pub(crate) fn synthetic(n: usize) -> Model {
-        let mut m = model();
-        let base = m.tenants[0].clone();
-        m.tenants = (0..n)
-            .map(|i| {
-                let mut t = base.clone();
-                t.slug = format!("t{i:05}");
-                t.zitadel_org_id = format!("{}", 300_000_000_000_000_000u64 + i as u64);
-                t.stripe_customer_id = Some(format!("cus_{i:08}"));
-                t.display_name = format!("Tenant {i} O'Brien \\ Co");
-                t
-            })
-            .collect();
-        m
-    }
-
     #[test]
     fn ten_thousand_tenants() {
-        let m = synthetic(10_000);
+        let f = kombiform_test_support::synthetic::Fleet {
+            tenants: 10_000,
+            ..Default::default()
+        };
+        let m = kombiform_test_support::synthetic::fleet(model(), f);
+        let last = &m.tenants[9_999];
         let mut files = Files::new();
         for env in m.envs() {
             emit(env, &mut files);
@@ -1130,6 +1118,10 @@ mod tests {
         let prod = &files["prod/sql/002_data.sql"];
         // Tenants and quotas; the flag overrides name example tenants, absent here.
         assert_eq!(prod.matches("  ('t0").count(), 20_000);
-        assert!(prod.contains("  ('t09999', E'Tenant 9999 O''Brien \\\\ Co', 'pro', "));
+        let row = format!(
+            "  ('t09999', E'Tenant 9999 O''Brien \\\\ Co', '{}', ",
+            last.plan
+        );
+        assert!(prod.contains(&row), "{row}");
     }
 }

@@ -171,7 +171,7 @@ fn measure(n: usize, runs: usize, chunk: usize, budget: Duration, seed: bool) ->
         let t1 = Instant::now();
         let live = ops::read_live(&providers)?;
         let t2 = Instant::now();
-        let plan = ops::make_plan(env, &hash, &state, &providers, &live, &[]);
+        let plan = ops::make_plan(env, &hash, &state, &providers, &live, &[])?;
         let t3 = Instant::now();
         if !plan.changes.is_empty() {
             let first: Vec<String> = plan
@@ -228,12 +228,15 @@ fn measure(n: usize, runs: usize, chunk: usize, budget: Duration, seed: bool) ->
 
 /// Each provider's `read()` alone (after the timed run, so PocketBase's authentication is
 /// already reported): PostgreSQL's and PocketBase's share of the parallel `read_live`.
-fn read_each(providers: &[Box<dyn Provider>]) -> Result<(ProviderRead, Option<ProviderRead>)> {
+fn read_each(providers: &[Provider]) -> Result<(ProviderRead, Option<ProviderRead>)> {
     let mut pg = None;
     let mut pb = None;
     for p in providers {
         let started = Instant::now();
-        let read = p.read().with_context(|| format!("reading {}", p.name()))?;
+        let read = p
+            .client
+            .read()
+            .with_context(|| format!("reading {}", p.name()))?;
         let measured = ProviderRead {
             time: started.elapsed(),
             requests: read.requests,
@@ -247,21 +250,13 @@ fn read_each(providers: &[Box<dyn Provider>]) -> Result<(ProviderRead, Option<Pr
     Ok((pg.context("no postgres provider")?, pb))
 }
 
-/// The PostgreSQL provider alone, connected as `ops::connect` does it (`local` has no Azure).
-fn connect_postgres_only(env: Env<'_>) -> Result<Vec<Box<dyn Provider>>> {
-    let p = &env.platform.postgres;
-    let pg = providers::postgres::Postgres::connect(providers::postgres::ConnectParams {
-        host: p.host.clone(),
-        port: p.port,
-        user: p.admin_user.clone(),
-        password: ops::resolve_secret(&p.admin_password)
-            .ok()
-            .map(|s| s.expose().to_string()),
-        dbname: p.platform_database.clone(),
-        sslmode: providers::postgres::SslMode::Disable,
-        connect_timeout: Duration::from_secs(10),
-    })?;
-    Ok(vec![Box::new(pg)])
+/// The PostgreSQL provider alone, connected as `ops::connect` does it.
+fn connect_postgres_only(env: Env<'_>) -> Result<Vec<Provider>> {
+    let r = providers::postgres::REGISTRATION;
+    Ok(vec![Provider {
+        target: r.target,
+        client: (r.connect)(env)?,
+    }])
 }
 
 /// The synthetic specs with the `local` Platform pointed at the test servers.

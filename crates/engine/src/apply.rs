@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::providers::{transient, Provider};
+use crate::providers::{transient, Client};
 use kombiform_plan::{Action, Change, Plan};
 
 /// How to apply.
@@ -209,7 +209,7 @@ pub type Recorder<'a> = dyn FnMut(&[&Change]) -> anyhow::Result<()> + Send + 'a;
 /// as on any failure. `observe` receives events.
 pub fn apply(
     plan: &Plan,
-    providers: &BTreeMap<String, &dyn Provider>,
+    providers: &BTreeMap<String, &dyn Client>,
     opts: &Options,
     on_done: &mut Recorder<'_>,
     observe: &(dyn Fn(&Event) + Sync),
@@ -272,7 +272,7 @@ pub fn apply(
 fn worker(
     plan: &Plan,
     units: &[Unit],
-    providers: &BTreeMap<String, &dyn Provider>,
+    providers: &BTreeMap<String, &dyn Client>,
     opts: &Options,
     shared: &Mutex<Shared>,
     wake: &Condvar,
@@ -371,7 +371,7 @@ fn worker(
 }
 
 fn run_with_retries(
-    p: &dyn Provider,
+    p: &dyn Client,
     changes: &[&Change],
     opts: &Options,
     observe: &(dyn Fn(&Event) + Sync),
@@ -416,7 +416,6 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     struct Fake {
-        name: &'static str,
         batched: bool,
         log: Mutex<Vec<String>>,
         fail_on: Option<&'static str>,
@@ -424,9 +423,8 @@ mod tests {
     }
 
     impl Fake {
-        fn new(name: &'static str) -> Fake {
+        fn new() -> Fake {
             Fake {
-                name,
                 batched: false,
                 log: Mutex::new(Vec::new()),
                 fail_on: None,
@@ -435,10 +433,7 @@ mod tests {
         }
     }
 
-    impl Provider for Fake {
-        fn name(&self) -> &'static str {
-            self.name
-        }
+    impl Client for Fake {
         fn read(&self) -> anyhow::Result<LiveRead> {
             Ok(LiveRead::default())
         }
@@ -504,8 +499,8 @@ mod tests {
 
     #[test]
     fn dependencies_run_first_and_every_change_is_recorded() {
-        let pb = Fake::new("pb");
-        let mut pg = Fake::new("pg");
+        let pb = Fake::new();
+        let mut pg = Fake::new();
         pg.batched = true;
         let p = plan(vec![
             change("pg.tenant.a", Action::Create, &[]),
@@ -517,7 +512,7 @@ mod tests {
                 &["pb.collection.a_users"],
             ),
         ]);
-        let mut providers: BTreeMap<String, &dyn Provider> = BTreeMap::new();
+        let mut providers: BTreeMap<String, &dyn Client> = BTreeMap::new();
         providers.insert("pb".into(), &pb);
         providers.insert("pg".into(), &pg);
         let mut recorded = Vec::new();
@@ -542,14 +537,14 @@ mod tests {
 
     #[test]
     fn a_failure_stops_new_work_and_reports_what_was_not_done() {
-        let mut pb = Fake::new("pb");
+        let mut pb = Fake::new();
         pb.fail_on = Some("pb.c.b");
         let p = plan(vec![
             change("pb.c.a", Action::Create, &[]),
             change("pb.c.b", Action::Create, &["pb.c.a"]),
             change("pb.c.c", Action::Create, &["pb.c.b"]),
         ]);
-        let mut providers: BTreeMap<String, &dyn Provider> = BTreeMap::new();
+        let mut providers: BTreeMap<String, &dyn Client> = BTreeMap::new();
         providers.insert("pb".into(), &pb);
         let report = apply(&p, &providers, &fast(), &mut |_| Ok(()), &|_| {});
         assert_eq!(report.done, vec!["pb.c.a".to_string()]);
@@ -559,10 +554,10 @@ mod tests {
 
     #[test]
     fn transient_failures_are_retried_honouring_retry_after() {
-        let pb = Fake::new("pb");
+        let pb = Fake::new();
         pb.transient_left.store(2, Ordering::SeqCst);
         let p = plan(vec![change("pb.c.a", Action::Create, &[])]);
-        let mut providers: BTreeMap<String, &dyn Provider> = BTreeMap::new();
+        let mut providers: BTreeMap<String, &dyn Client> = BTreeMap::new();
         providers.insert("pb".into(), &pb);
         let events = Mutex::new(Vec::new());
         let report = apply(&p, &providers, &fast(), &mut |_| Ok(()), &|e| {
@@ -588,12 +583,12 @@ mod tests {
 
     #[test]
     fn deletes_of_dependents_come_before_their_dependencies() {
-        let pb = Fake::new("pb");
+        let pb = Fake::new();
         let p = plan(vec![
             change("pb.c.child", Action::Delete, &["pb.c.parent"]),
             change("pb.c.parent", Action::Delete, &[]),
         ]);
-        let mut providers: BTreeMap<String, &dyn Provider> = BTreeMap::new();
+        let mut providers: BTreeMap<String, &dyn Client> = BTreeMap::new();
         providers.insert("pb".into(), &pb);
         let report = apply(&p, &providers, &fast(), &mut |_| Ok(()), &|_| {});
         assert_eq!(
@@ -608,10 +603,7 @@ mod tests {
             now: AtomicUsize,
             max: AtomicUsize,
         }
-        impl Provider for Slow {
-            fn name(&self) -> &'static str {
-                "s"
-            }
+        impl Client for Slow {
             fn read(&self) -> anyhow::Result<LiveRead> {
                 Ok(LiveRead::default())
             }
@@ -632,7 +624,7 @@ mod tests {
                 .map(|i| change(&format!("s.c.{i}"), Action::Create, &[]))
                 .collect(),
         );
-        let mut providers: BTreeMap<String, &dyn Provider> = BTreeMap::new();
+        let mut providers: BTreeMap<String, &dyn Client> = BTreeMap::new();
         providers.insert("s".into(), &s);
         let opts = Options {
             parallelism: 3,

@@ -37,59 +37,36 @@ pub fn spec_hash(inputs: &[Input], dir: &str) -> String {
 /// ([`kombiform_model::secret`]: `{env: NAME}` reads `NAME`, `{keyVault: name}` reads
 /// `KV_NAME`; a set but empty variable is an empty value).
 pub fn resolve_secret(r: &SecretRef) -> Result<Secret, SecretError> {
-    secret::resolve(r, |name| std::env::var(name).ok())
+    secret::resolve(r, env_lookup)
 }
 
-/// The providers of an environment, connected.
-pub fn connect(env: Env<'_>) -> Result<Vec<Box<dyn Provider>>> {
-    let p = env.platform;
-    let sslmode = if p.azure.is_some() {
-        providers::postgres::SslMode::Require
-    } else {
-        providers::postgres::SslMode::Disable
-    };
-    let pg = providers::postgres::Postgres::connect(providers::postgres::ConnectParams {
-        host: p.postgres.host.clone(),
-        port: p.postgres.port,
-        user: p.postgres.admin_user.clone(),
-        password: resolve_secret(&p.postgres.admin_password)
-            .ok()
-            .map(|s| s.expose().to_string()),
-        dbname: p.postgres.platform_database.clone(),
-        sslmode,
-        connect_timeout: std::time::Duration::from_secs(10),
-    })
-    .with_context(|| {
-        format!(
-            "connecting to PostgreSQL at {}:{}",
-            p.postgres.host, p.postgres.port
-        )
-    })?;
-    let password = secret::resolve_non_empty(&p.pocketbase.superuser_password, |name| {
-        std::env::var(name).ok()
-    })
-    .context("the PocketBase superuser password")?;
-    let pb = providers::pocketbase::PocketBase::connect(
-        &p.pocketbase.url,
-        &p.pocketbase.superuser_email,
-        password.expose(),
-    )
-    .with_context(|| format!("connecting to PocketBase at {}", p.pocketbase.url))?
-    .managing(env);
-    Ok(vec![Box::new(pg), Box::new(pb)])
+/// The process environment as a secret lookup.
+pub fn env_lookup(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }
 
-/// Everything the specs want, for the providers given.
-pub fn desired(env: Env<'_>, providers: &[Box<dyn Provider>]) -> Vec<Resource> {
-    let names: BTreeSet<&str> = providers.iter().map(|p| p.name()).collect();
-    let mut out = Vec::new();
-    if names.contains("postgres") {
-        out.extend(providers::postgres::desired(env));
-    }
-    if names.contains("pocketbase") {
-        out.extend(providers::pocketbase::desired(env));
-    }
-    out
+/// The providers of an environment, connected: every registered provider whose target
+/// applies to it.
+pub fn connect(env: Env<'_>) -> Result<Vec<Provider>> {
+    providers::REGISTRY
+        .iter()
+        .filter(|r| r.target.applies(env))
+        .map(|r| {
+            let client = (r.connect)(env)?;
+            Ok(Provider {
+                target: r.target,
+                client,
+            })
+        })
+        .collect()
+}
+
+/// Everything the specs want, of the providers given.
+pub fn desired(env: Env<'_>, providers: &[Provider]) -> Vec<Resource> {
+    providers
+        .iter()
+        .flat_map(|p| p.target.desired(env))
+        .collect()
 }
 
 /// What every provider read.
@@ -105,11 +82,11 @@ pub struct Live {
 }
 
 /// Reads every provider, in parallel.
-pub fn read_live(providers: &[Box<dyn Provider>]) -> Result<Live> {
+pub fn read_live(providers: &[Provider]) -> Result<Live> {
     let results: Vec<(String, Result<providers::LiveRead>)> = std::thread::scope(|s| {
         let handles: Vec<_> = providers
             .iter()
-            .map(|p| s.spawn(move || (p.name().to_string(), p.read())))
+            .map(|p| s.spawn(move || (p.name().to_string(), p.client.read())))
             .collect();
         handles
             .into_iter()
@@ -139,30 +116,34 @@ pub fn read_live(providers: &[Box<dyn Provider>]) -> Result<Live> {
     Ok(live)
 }
 
-/// Resources kombiform owns by convention even without state: every row and table of the
-/// `kombify` schema, and PocketBase collections in the tenant namespace (`t_…`).
-fn owned_by_convention(address: &str) -> bool {
-    address.starts_with("postgres.") || address.starts_with("pocketbase.collection.t_")
+/// Whether a target owns `address` by convention even without state (its namespaces).
+fn owned_by_convention(providers: &[Provider], address: &str) -> bool {
+    providers
+        .iter()
+        .find(|p| p.name() == kombiform_plan::provider_of(address))
+        .is_some_and(|p| p.target.owns(address))
 }
 
-/// Consent given in the specs: tenants with `allowDestroy: true` (as the live tenant row or
-/// the spec says) consent to the deletion of everything that belongs to them.
-fn spec_consent(env: Env<'_>, live: &[Resource], desired: &[Resource]) -> BTreeSet<String> {
+/// Consent given in the specs: tenants with `allowDestroy: true` (as the spec says, or as a
+/// live resource of some target records it) consent to the deletion of everything that
+/// belongs to them.
+fn spec_consent(
+    env: Env<'_>,
+    providers: &[Provider],
+    live: &[Resource],
+    desired: &[Resource],
+) -> BTreeSet<String> {
     let mut tenants: BTreeSet<String> = env
         .tenants()
         .filter(|t| t.allow_destroy)
-        .map(|t| t.slug.clone())
+        .map(|t| t.slug.to_string())
         .collect();
     for r in live {
-        if r.address.starts_with("postgres.tenant.")
-            && r.attrs
-                .get("allow_destroy")
-                .and_then(serde_json::Value::as_bool)
-                == Some(true)
+        if let Some(p) = providers
+            .iter()
+            .find(|p| p.name() == kombiform_plan::provider_of(&r.address))
         {
-            if let Some(slug) = r.address.strip_prefix("postgres.tenant.") {
-                tenants.insert(slug.to_string());
-            }
+            tenants.extend(p.target.destroy_consent(r));
         }
     }
     live.iter()
@@ -177,53 +158,55 @@ fn spec_consent(env: Env<'_>, live: &[Resource], desired: &[Resource]) -> BTreeS
         .collect()
 }
 
-/// Makes a plan.
+/// Makes a plan. A dependency cycle among the resources is an error naming it.
 pub fn make_plan(
     env: Env<'_>,
     spec_hash: &str,
     state: &State,
-    providers: &[Box<dyn Provider>],
+    providers: &[Provider],
     live: &Live,
     allow_destroy: &[String],
-) -> Plan {
+) -> Result<Plan> {
     let desired = desired(env, providers);
     let mut managed = state.managed();
     managed.extend(
         live.resources
             .iter()
-            .filter(|r| owned_by_convention(&r.address))
+            .filter(|r| owned_by_convention(providers, &r.address))
             .map(|r| r.address.clone()),
     );
     let applied = state.applied();
     let consent = Consent {
         allowed: allow_destroy.iter().cloned().collect(),
-        spec_allowed: spec_consent(env, &live.resources, &desired),
+        spec_allowed: spec_consent(env, providers, &live.resources, &desired),
     };
-    let (mut changes, unchanged, _) = plan::diff(
-        &DiffInput {
-            desired: &desired,
-            live: &live.resources,
-            applied: &applied,
-            managed: &managed,
-        },
-        &consent,
-    );
+    let diff = plan::diff(&DiffInput {
+        desired: &desired,
+        live: &live.resources,
+        applied: &applied,
+        managed: &managed,
+    })
+    .map_err(|cycle| {
+        anyhow::anyhow!("dependency cycle: resources depend on each other: {cycle}")
+    })?;
+    let target_of = |address: &str| {
+        providers
+            .iter()
+            .find(|p| p.name() == kombiform_plan::provider_of(address))
+            .map(|p| p.target)
+    };
+    let mut changes = diff.changes;
     for c in &mut changes {
-        if let Some(p) = providers.iter().find(|p| p.name() == c.provider()) {
-            p.classify(c);
+        if let Some(t) = target_of(&c.address) {
+            t.classify(c);
         }
     }
-    // After `classify`: providers may have marked more changes destructive. A change that
-    // would lose data by converting a column type is refused whatever the consent.
-    let refused = changes
-        .iter()
-        .filter(|c| {
-            (c.destructive && !consent.allows(&c.address))
-                || !providers::postgres::lossy_type_changes(c).is_empty()
-        })
-        .map(|c| c.address.clone())
-        .collect();
-    Plan {
+    // After the targets classified: some destructive changes only a target can see, and
+    // some changes a target can never make whatever the consent.
+    let refused = plan::refused(&changes, &consent, |c| {
+        target_of(&c.address).is_some_and(|t| t.refusal(c).is_some())
+    });
+    Ok(Plan {
         format: PLAN_FORMAT,
         env: env.name().to_string(),
         spec_hash: spec_hash.to_string(),
@@ -231,9 +214,9 @@ pub fn make_plan(
         fingerprints: live.fingerprints.clone(),
         live_hashes: live.hashes.clone(),
         changes,
-        unchanged,
+        unchanged: diff.unchanged,
         refused,
-    }
+    })
 }
 
 /// Why a saved plan can no longer be applied, or `None` when it is fresh.
@@ -279,7 +262,7 @@ pub fn lock_info(command: &str) -> LockInfo {
 /// the state at the end, and leaves audit records (state backend and providers).
 pub fn run_apply(
     plan: &Plan,
-    providers: &[Box<dyn Provider>],
+    providers: &[Provider],
     backend: &dyn StateBackend,
     state: State,
     opts: &apply::Options,
@@ -288,9 +271,9 @@ pub fn run_apply(
 ) -> Result<Report> {
     let started_at = crate::state::now_rfc3339();
     let mut state = state;
-    let by_name: BTreeMap<String, &dyn Provider> = providers
+    let by_name: BTreeMap<String, &dyn providers::Client> = providers
         .iter()
-        .map(|p| (p.name().to_string(), p.as_ref()))
+        .map(|p| (p.name().to_string(), p.client.as_ref()))
         .collect();
     let mut journal = backend
         .journal(&plan.env)
@@ -328,7 +311,8 @@ pub fn run_apply(
         .append_audit(&plan.env, &record)
         .context("appending the audit record to the state backend")?;
     for p in providers {
-        p.record_audit(&record)
+        p.client
+            .record_audit(&record)
             .with_context(|| format!("writing the audit record to {}", p.name()))?;
     }
     Ok(report)

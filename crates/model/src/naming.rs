@@ -1,9 +1,134 @@
-//! Names derived from the specs: Azure resource names and the rules names must follow.
+//! Names derived from the specs, each computed in one place: the rules names must follow,
+//! [`TenantSlug`] (a slug that can only be valid), tenant collection names
+//! (`t_<ident>_<template>`) and Azure resource names, so that the validator (which checks
+//! lengths), the emitters, the engine and the services agree. Pure functions.
 //!
-//! One place decides how a tenant slug or a service name becomes an Azure resource name,
-//! so that the validator (which checks lengths) and the Bicep emitter agree. Pure functions.
+//! Not here: secret variable names ([`crate::secret`]).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
 
 use super::types::{Platform, Tenant};
+
+/// A tenant's slug, valid by construction ([`slug_problem`] found nothing): lowercase
+/// letters, digits and single `-`, 2–20 characters, not reserved. Safe in collection names,
+/// Kong consumer names, Azure resource names and SQL.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct TenantSlug(String);
+
+impl TenantSlug {
+    /// The slug, or why `s` is not one.
+    pub fn parse(s: &str) -> Result<TenantSlug, String> {
+        match slug_problem(s) {
+            None => Ok(TenantSlug(s.to_string())),
+            Some(problem) => Err(format!("tenant slug `{s}` {problem}")),
+        }
+    }
+
+    /// The slug.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The slug with `-` turned into `_`: the tenant's part of a collection name.
+    pub fn ident(&self) -> String {
+        tenant_ident(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for TenantSlug {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        TenantSlug::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::ops::Deref for TenantSlug {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for TenantSlug {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for TenantSlug {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TenantSlug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for TenantSlug {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for TenantSlug {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<String> for TenantSlug {
+    fn eq(&self, other: &String) -> bool {
+        &self.0 == other
+    }
+}
+
+impl PartialEq<TenantSlug> for String {
+    fn eq(&self, other: &TenantSlug) -> bool {
+        *self == other.0
+    }
+}
+
+impl PartialEq<TenantSlug> for &str {
+    fn eq(&self, other: &TenantSlug) -> bool {
+        *self == other.0
+    }
+}
+
+/// The prefix of every tenant-scoped PocketBase collection: the tenant namespace.
+pub const TENANT_COLLECTION_PREFIX: &str = "t_";
+
+/// What separates the tenant's ident from the template name in a collection name.
+pub const TENANT_COLLECTION_SEPARATOR: &str = "_";
+
+/// A slug's part of a collection name: `-` turned into `_` (slugs have no `_`, so this is
+/// reversible: see [`tenant_of_collection`]).
+pub fn tenant_ident(slug: &str) -> String {
+    slug.replace('-', "_")
+}
+
+/// The collection of template `template` for the tenant whose ident is `ident`:
+/// `t_<ident>_<template>`. `ident` may also be a placeholder the services fill in.
+pub fn tenant_collection(ident: &str, template: &str) -> String {
+    format!("{TENANT_COLLECTION_PREFIX}{ident}{TENANT_COLLECTION_SEPARATOR}{template}")
+}
+
+/// The tenant slug a collection named `name` belongs to, given the tenant templates' names;
+/// `None` for a collection outside the tenant namespace.
+pub fn tenant_of_collection(name: &str, templates: &[String]) -> Option<String> {
+    let rest = name.strip_prefix(TENANT_COLLECTION_PREFIX)?;
+    templates.iter().find_map(|t| {
+        let ident = rest
+            .strip_suffix(t.as_str())?
+            .strip_suffix(TENANT_COLLECTION_SEPARATOR)?;
+        (!ident.is_empty()).then(|| ident.replace('_', "-"))
+    })
+}
 
 /// Longest tenant slug.
 pub const MAX_SLUG: usize = 20;
@@ -161,6 +286,32 @@ pub const BACKUP_CONTAINER: &str = "pocketbase-backups";
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn slugs_are_valid_by_construction() {
+        assert!(super::TenantSlug::parse("acme-labs").is_ok());
+        let err = super::TenantSlug::parse("Acme_Corp").unwrap_err();
+        assert!(err.contains("lowercase"), "{err}");
+        let json: Result<super::TenantSlug, _> = serde_json::from_str("\"admin\"");
+        assert!(json.is_err());
+    }
+
+    #[test]
+    fn tenant_collections_round_trip() {
+        let slug = super::TenantSlug::parse("stark-lab").unwrap();
+        let name = super::tenant_collection(&slug.ident(), "lab_notes");
+        assert_eq!(name, "t_stark_lab_lab_notes");
+        let templates = vec!["users".to_string(), "lab_notes".to_string()];
+        assert_eq!(
+            super::tenant_of_collection(&name, &templates).as_deref(),
+            Some("stark-lab")
+        );
+        assert_eq!(
+            super::tenant_of_collection("_sso_mappings", &templates),
+            None
+        );
+        assert_eq!(super::tenant_of_collection("t__users", &templates), None);
+    }
+
     use super::*;
 
     #[test]

@@ -10,16 +10,20 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::naming::TenantSlug;
+
 /// A reference to a secret: where to find it, never its value.
 #[derive(
     Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema,
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub enum SecretRef {
-    /// A secret in the environment's Azure Key Vault, by secret name.
-    KeyVault(String),
-    /// An environment variable of the process that needs the secret.
-    Env(String),
+    /// A secret in the environment's Azure Key Vault, by secret name (Key Vault's rule:
+    /// letters, digits and `-`).
+    KeyVault(#[schemars(regex(pattern = r"^[A-Za-z0-9-]{1,127}$"))] String),
+    /// An environment variable of the process that needs the secret: upper-case letters,
+    /// digits and `_`, so every process (and Kong's `env` vault) reads the same name.
+    Env(#[schemars(regex(pattern = r"^[A-Z_][A-Z0-9_]{0,127}$"))] String),
 }
 
 impl SecretRef {
@@ -916,10 +920,10 @@ impl TenantStatus {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Tenant {
-    /// The tenant's slug, from `metadata.name`. Safe in collection names, Kong consumer
-    /// names, Azure resource names and SQL (see `model::slug`).
-    #[serde(skip_deserializing)]
-    pub slug: String,
+    /// The tenant's slug, from `metadata.name` (the loader sets it; it is not a key of the
+    /// spec, so the JSON Schema leaves it out). Valid by construction.
+    #[schemars(skip)]
+    pub slug: TenantSlug,
     /// Name shown to people (any text).
     pub display_name: String,
     /// The tenant's plan.
@@ -956,7 +960,7 @@ fn default_status() -> TenantStatus {
 impl Tenant {
     /// The tenant's slug with `-` turned into `_`, for PocketBase collection names.
     pub fn ident(&self) -> String {
-        self.slug.replace('-', "_")
+        self.slug.ident()
     }
 }
 
@@ -1033,7 +1037,7 @@ impl CollectionTemplate {
     /// The collection name for `tenant` (tenant scope) or the global name.
     pub fn collection_name(&self, tenant: Option<&Tenant>) -> String {
         match (self.scope, tenant) {
-            (Scope::Tenant, Some(t)) => format!("t_{}_{}", t.ident(), self.name),
+            (Scope::Tenant, Some(t)) => crate::naming::tenant_collection(&t.ident(), &self.name),
             _ => self.name.clone(),
         }
     }

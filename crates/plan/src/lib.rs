@@ -10,6 +10,7 @@
 //! Not here: any IO. Providers read live state, the engine's `state` stores what was
 //! applied, the CLI prints.
 
+pub mod graph;
 pub mod render;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -189,10 +190,7 @@ impl Plan {
     }
 }
 
-/// Hex encoding.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use kombiform_model::hex;
 
 /// A short hash of one resource's attributes.
 pub fn resource_hash(r: &Resource) -> String {
@@ -265,10 +263,23 @@ pub struct DiffInput<'a> {
     pub managed: &'a BTreeSet<String>,
 }
 
+/// What [`diff`] found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Diff {
+    /// The changes, in a safe order.
+    pub changes: Vec<Change>,
+    /// Desired resources already in sync.
+    pub unchanged: usize,
+}
+
 /// Compares desired with live resources. Live resources that are neither desired nor
 /// managed by kombiform are left alone (never deleted). Changes come in a safe order:
-/// creates and updates along dependencies, then deletes in reverse.
-pub fn diff(input: &DiffInput<'_>, consent: &Consent) -> (Vec<Change>, usize, Vec<String>) {
+/// creates and updates along dependencies, then deletes in reverse. A dependency cycle among
+/// the resources is an error naming it.
+///
+/// Consent is not judged here: targets classify changes first (some destructive changes
+/// only a target can see), then [`refused`] decides once.
+pub fn diff(input: &DiffInput<'_>) -> Result<Diff, graph::Cycle> {
     let live: BTreeMap<&str, &Resource> =
         input.live.iter().map(|r| (r.address.as_str(), r)).collect();
     let desired: BTreeMap<&str, &Resource> = input
@@ -329,13 +340,23 @@ pub fn diff(input: &DiffInput<'_>, consent: &Consent) -> (Vec<Change>, usize, Ve
             live: Some(redacted(have, &[])),
         });
     }
-    let ordered = order(changes, deletes, input.desired, input.live);
-    let refused = ordered
+    let changes = order(changes, deletes, input.desired, input.live)?;
+    Ok(Diff { changes, unchanged })
+}
+
+/// The addresses apply must refuse: destructive changes without consent, and changes a
+/// target can never make whatever the consent (`never`). Computed once, after the targets
+/// classified the changes.
+pub fn refused(
+    changes: &[Change],
+    consent: &Consent,
+    never: impl Fn(&Change) -> bool,
+) -> Vec<String> {
+    changes
         .iter()
-        .filter(|c| c.destructive && !consent.allows(&c.address))
+        .filter(|c| (c.destructive && !consent.allows(&c.address)) || never(c))
         .map(|c| c.address.clone())
-        .collect();
-    (ordered, unchanged, refused)
+        .collect()
 }
 
 /// A copy with sensitive attribute values replaced by [`REDACTED`]: plans carry no secret.
@@ -394,64 +415,23 @@ fn attr_changes(before: Option<&Resource>, after: Option<&Resource>) -> Vec<Attr
 }
 
 /// Orders changes: creates/updates/replaces so that dependencies come first (ties by
-/// address), then deletes so that dependents go first.
+/// address), then deletes so that dependents go first. Dependencies are those of the desired
+/// and live resources together; a cycle among them is an error.
 fn order(
     mut upserts: Vec<Change>,
     mut deletes: Vec<Change>,
     desired: &[Resource],
     live: &[Resource],
-) -> Vec<Change> {
-    let deps: BTreeMap<&str, &Vec<String>> = desired
-        .iter()
-        .chain(live)
-        .map(|r| (r.address.as_str(), &r.depends_on))
-        .collect();
-    let rank = |addrs: &[&str]| -> BTreeMap<String, usize> {
-        // Depth in the dependency graph (0 = needs nothing); cycles are cut.
-        let mut depth: BTreeMap<String, usize> = BTreeMap::new();
-        fn visit<'a>(
-            a: &'a str,
-            deps: &BTreeMap<&str, &'a Vec<String>>,
-            depth: &mut BTreeMap<String, usize>,
-            stack: &mut BTreeSet<&'a str>,
-        ) -> usize {
-            if let Some(d) = depth.get(a) {
-                return *d;
-            }
-            if !stack.insert(a) {
-                return 0;
-            }
-            let d = deps
-                .get(a)
-                .map(|ds| {
-                    ds.iter()
-                        .map(|x| visit(x, deps, depth, stack) + 1)
-                        .max()
-                        .unwrap_or(0)
-                })
-                .unwrap_or(0);
-            stack.remove(a);
-            depth.insert(a.to_string(), d);
-            d
-        }
-        for a in addrs {
-            visit(a, &deps, &mut depth, &mut BTreeSet::new());
-        }
-        depth
-    };
-    let up_addrs: Vec<&str> = upserts.iter().map(|c| c.address.as_str()).collect();
-    let up_rank = rank(&up_addrs);
-    upserts.sort_by(|a, b| {
-        (up_rank.get(&a.address), &a.address).cmp(&(up_rank.get(&b.address), &b.address))
-    });
-    let del_addrs: Vec<&str> = deletes.iter().map(|c| c.address.as_str()).collect();
-    let del_rank = rank(&del_addrs);
+) -> Result<Vec<Change>, graph::Cycle> {
+    let g = graph::Graph::from_resources(desired.iter().chain(live));
+    let depth = g.depths()?;
+    let rank = |c: &Change| depth.get(c.address.as_str()).copied().unwrap_or(0);
+    upserts.sort_by(|a, b| (rank(a), &a.address).cmp(&(rank(b), &b.address)));
     deletes.sort_by(|a, b| {
-        (std::cmp::Reverse(del_rank.get(&a.address)), &a.address)
-            .cmp(&(std::cmp::Reverse(del_rank.get(&b.address)), &b.address))
+        (std::cmp::Reverse(rank(a)), &a.address).cmp(&(std::cmp::Reverse(rank(b)), &b.address))
     });
     upserts.extend(deletes);
-    upserts
+    Ok(upserts)
 }
 
 #[cfg(test)]
@@ -474,15 +454,15 @@ mod tests {
             .map(|(a, v)| ((*a).to_string(), v.as_object().cloned().unwrap_or_default()))
             .collect();
         let managed: BTreeSet<String> = managed.iter().map(|s| (*s).to_string()).collect();
-        diff(
-            &DiffInput {
-                desired,
-                live,
-                applied: &applied,
-                managed: &managed,
-            },
-            &Consent::default(),
-        )
+        let d = diff(&DiffInput {
+            desired,
+            live,
+            applied: &applied,
+            managed: &managed,
+        })
+        .unwrap();
+        let refused = refused(&d.changes, &Consent::default(), |_| false);
+        (d.changes, d.unchanged, refused)
     }
 
     #[test]
@@ -580,6 +560,35 @@ mod tests {
         assert_eq!(changes[0].address, "p.c.parent");
         let (changes, _, _) = run(&[], &[parent, child], &[], &["p.c.parent", "p.c.child"]);
         assert_eq!(changes[0].address, "p.c.child");
+    }
+
+    #[test]
+    fn a_dependency_cycle_is_an_error_not_an_order() {
+        let mut a = res("x.a", json!({}));
+        a.depends_on = vec!["x.b".into()];
+        let mut b = res("x.b", json!({}));
+        b.depends_on = vec!["x.a".into()];
+        let err = diff(&DiffInput {
+            desired: &[a, b],
+            live: &[],
+            applied: &BTreeMap::new(),
+            managed: &BTreeSet::new(),
+        })
+        .unwrap_err();
+        assert_eq!(err.0.len(), 2);
+    }
+
+    #[test]
+    fn refusal_is_decided_once_with_consent_and_target_vetoes() {
+        let mut gone = res("pocketbase.collection.t_x_nodes", json!({}));
+        gone.data_bearing = true;
+        let (changes, _, _) = run(&[], &[gone], &[], &["pocketbase.collection.t_x_nodes"]);
+        let consent = Consent {
+            allowed: ["pocketbase.collection.t_x_*".to_string()].into(),
+            spec_allowed: BTreeSet::new(),
+        };
+        assert!(refused(&changes, &consent, |_| false).is_empty());
+        assert_eq!(refused(&changes, &consent, |_| true).len(), 1);
     }
 
     #[test]

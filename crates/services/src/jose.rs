@@ -497,7 +497,7 @@ mod tests {
     use serde_json::json;
 
     fn es256() -> SigningKey {
-        SigningKey::generate_es256().expect("test value").0
+        SigningKey::generate_es256().unwrap().0
     }
 
     fn header(kid: &str) -> Map<String, Value> {
@@ -510,32 +510,28 @@ mod tests {
     #[test]
     fn es256_round_trips_and_the_payload_is_only_read_after_verification() {
         let key = es256();
-        let token = key
-            .sign(&header("k1"), &json!({"sub": "1"}))
-            .expect("test value");
-        let jws = parse(&token, &[Alg::ES256]).expect("test value");
+        let token = key.sign(&header("k1"), &json!({"sub": "1"})).unwrap();
+        let jws = parse(&token, &[Alg::ES256]).unwrap();
         assert_eq!((jws.alg(), jws.kid()), (Alg::ES256, Some("k1")));
-        let claims = jws
-            .verify(&key.public_key().expect("test value"))
-            .expect("test value");
+        let claims = jws.verify(&key.public_key().unwrap()).unwrap();
         assert_eq!(claims["sub"], "1");
 
-        let other = es256().public_key().expect("test value");
-        let jws = parse(&token, &[Alg::ES256]).expect("test value");
+        let other = es256().public_key().unwrap();
+        let jws = parse(&token, &[Alg::ES256]).unwrap();
         assert_eq!(jws.verify(&other), Err(Invalid("bad signature")));
     }
 
     #[test]
     fn the_allow_list_decides_never_the_token() {
         let key = es256();
-        let token = key.sign(&header("k1"), &json!({})).expect("test value");
+        let token = key.sign(&header("k1"), &json!({})).unwrap();
         assert_eq!(
             parse(&token, &[Alg::RS256]).err(),
             Some(Invalid("algorithm not allowed"))
         );
         for alg in ["none", "HS256", "es256", ""] {
             let h = format!(r#"{{"alg":"{alg}","kid":"k1"}}"#);
-            let t = key.sign_raw(h.as_bytes(), b"{}").expect("test value");
+            let t = key.sign_raw(h.as_bytes(), b"{}").unwrap();
             assert_eq!(
                 parse(&t, &Alg::ALL).err(),
                 Some(Invalid("algorithm not allowed")),
@@ -544,8 +540,8 @@ mod tests {
         }
         // An RSA key never verifies an ES256 token, whatever the allow-list says.
         let n = vec![0xC5u8; 256];
-        let rsa = PublicKey::rsa(&n, &[1, 0, 1]).expect("test value");
-        let jws = parse(&token, &Alg::ALL).expect("test value");
+        let rsa = PublicKey::rsa(&n, &[1, 0, 1]).unwrap();
+        let jws = parse(&token, &Alg::ALL).unwrap();
         assert_eq!(
             jws.verify(&rsa),
             Err(Invalid("key type does not fit the algorithm"))
@@ -555,9 +551,7 @@ mod tests {
     #[test]
     fn compact_serialization_is_strict() {
         let key = es256();
-        let good = key
-            .sign(&header("k1"), &json!({"a": 1}))
-            .expect("test value");
+        let good = key.sign(&header("k1"), &json!({"a": 1})).unwrap();
         let parts: Vec<&str> = good.split('.').collect();
         let cases = [
             (format!("{}.{}", parts[0], parts[1]), "not three segments"),
@@ -595,17 +589,17 @@ mod tests {
         let key = es256();
         let dup_header = key
             .sign_raw(br#"{"alg":"ES256","kid":"a","kid":"b"}"#, b"{}")
-            .expect("test value");
+            .unwrap();
         assert_eq!(
             parse(&dup_header, &Alg::ALL).err(),
             Some(Invalid("malformed header"))
         );
         let dup_claims = key
             .sign_raw(br#"{"alg":"ES256","kid":"a"}"#, br#"{"sub":"1","sub":"2"}"#)
-            .expect("test value");
-        let jws = parse(&dup_claims, &Alg::ALL).expect("test value");
+            .unwrap();
+        let jws = parse(&dup_claims, &Alg::ALL).unwrap();
         assert_eq!(
-            jws.verify(&key.public_key().expect("test value")),
+            jws.verify(&key.public_key().unwrap()),
             Err(Invalid("payload is not a JSON object"))
         );
     }
@@ -618,7 +612,7 @@ mod tests {
             if let Value::Object(o) = extra {
                 h.extend(o);
             }
-            let t = key.sign(&h, &json!({})).expect("test value");
+            let t = key.sign(&h, &json!({})).unwrap();
             parse(&t, &Alg::ALL).err()
         };
         let not_understood = Some(Invalid("crit names extensions that are not understood"));

@@ -253,8 +253,14 @@ fn load_document(
             }
         }
         "Tenant" => {
-            if let Some(mut item) = typed::<Tenant>(spec, at, diags) {
-                item.slug = name;
+            // The slug comes from `metadata.name`; a tenant whose slug is not valid goes no
+            // further (a `TenantSlug` can only hold a valid one).
+            let label = root.pos_of(&["metadata", "name"]).label(file);
+            let Some(spec) = with_slug(spec, &name, label, diags) else {
+                docs.broken.insert((kind.to_string(), name));
+                return;
+            };
+            if let Some(item) = typed::<Tenant>(spec, at, diags) {
                 docs.tenants.push(Located { item, file, root });
             }
         }
@@ -272,6 +278,27 @@ fn load_document(
         }
         _ => {}
     }
+}
+
+/// The tenant spec with its slug (`metadata.name`) added for typed reading, or the
+/// `invalid-slug` diagnostic at `label`.
+fn with_slug(
+    mut spec: Json,
+    name: &str,
+    label: Label,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Json> {
+    if let Some(problem) = kombiform_model::naming::slug_problem(name) {
+        diags.push(
+            Diagnostic::error("invalid-slug", format!("tenant slug `{name}` {problem}"), label)
+                .hint("slugs become collection names, Kong consumers, Azure resource names and SQL values: use lowercase letters, digits and single `-`, e.g. `acme-labs`"),
+        );
+        return None;
+    }
+    if let Some(obj) = spec.as_object_mut() {
+        obj.insert("slug".into(), Json::String(name.to_string()));
+    }
+    Some(spec)
 }
 
 fn typed<T: serde::de::DeserializeOwned>(

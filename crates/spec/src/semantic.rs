@@ -13,7 +13,7 @@ use petgraph::graph::DiGraph;
 
 use super::diag::{did_you_mean, Diagnostic, Label};
 use super::load::{Documents, Located};
-use kombiform_model::naming::{self, ident_problem, name_problem, slug_problem};
+use kombiform_model::naming::{self, ident_problem, name_problem};
 use kombiform_model::{
     Access, AccessLevel, CollectionKind, FieldKind, KongEdition, Model, PlanFeature, Platform,
     Scope,
@@ -64,7 +64,7 @@ fn check_all(
     let docs = (platforms, plans, tenants, flags, collections);
     let platforms = unique(docs.0, |p| p.name.clone(), "environment", diags);
     let plans = unique(docs.1, |p| p.name.clone(), "plan", diags);
-    let tenants = unique(docs.2, |t| t.slug.clone(), "tenant", diags);
+    let tenants = unique(docs.2, |t| t.slug.to_string(), "tenant", diags);
     let flags = unique(docs.3, |f| f.name.clone(), "feature flag", diags);
     let collections = unique(docs.4, |c| c.name.clone(), "collection template", diags);
 
@@ -1117,12 +1117,8 @@ fn check_tenants(
         .max_by_key(|p| naming::container_app(p, "").len());
     for l in tenants {
         let t = &l.item;
-        if let Some(problem) = slug_problem(&t.slug) {
-            diags.push(
-                Diagnostic::error("invalid-slug", format!("tenant slug `{}` {problem}", t.slug), l.label(&["metadata", "name"]))
-                    .hint("slugs become collection names, Kong consumers, Azure resource names and SQL values: use lowercase letters, digits and single `-`, e.g. `acme-labs`"),
-            );
-        } else if let Some(p) = longest_base {
+        // The slug itself was checked by the loader (a `TenantSlug` is valid).
+        if let Some(p) = longest_base {
             let name = naming::tenant_app(p, t);
             if t.instance == kombiform_model::InstanceMode::Dedicated
                 && name.len() > naming::MAX_CONTAINER_APP

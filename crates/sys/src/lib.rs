@@ -4,8 +4,11 @@
 //!
 //! The pure crates (model, spec, plan, emit) never call these: they take times and ids as
 //! arguments. Not a general system layer: only what locks, audit records, request ids and
-//! generated secrets need. No `unsafe`, no libc: `/dev/urandom`, Linux `/proc` and
-//! environment variables, with plain fallbacks elsewhere.
+//! generated secrets need, and the one TLS client configuration ([`tls`]). No `unsafe`, no
+//! libc: `/dev/urandom`, Linux `/proc` and environment variables, with plain fallbacks
+//! elsewhere.
+
+pub mod tls;
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};

@@ -6,7 +6,8 @@
 //!   stopped and removed on drop. Nothing here fakes a server; a missing dependency is an
 //!   error naming the command that installs it (`scripts/install-test-deps.sh`).
 //! - [`example_model`] and friends: the example specs as a fixture
-//!   (`tests/golden/example/specs/`), never the editable `specs/` of the working tree.
+//!   (`tests/fixtures/example-specs/`, a frozen copy), never the editable `specs/` of the
+//!   working tree.
 //! - [`synthetic`]: the example platform with N generated tenants.
 //! - [`kong_check`]: typed checks of a generated Kong document.
 //!
@@ -37,9 +38,10 @@ pub fn golden_dir() -> PathBuf {
     workspace_root().join("tests/golden")
 }
 
-/// The example specs as a fixture: the `example` golden case's `specs/`.
+/// The example specs as a fixture: a frozen copy of the bundled specs, so that editing
+/// `specs/` never breaks a test that is not about `specs/`.
 pub fn example_specs_dir() -> PathBuf {
-    golden_dir().join("example/specs")
+    workspace_root().join("tests/fixtures/example-specs")
 }
 
 /// Every `*.yaml` file below `dir` (except `schema/`), sorted by path, as loader inputs.

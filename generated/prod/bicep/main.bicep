@@ -159,8 +159,8 @@ module appKong 'modules/container-app.bicep' = {
       { name: 'KONG_PROXY_ERROR_LOG', value: '/dev/stderr' }
       { name: 'KONG_ADMIN_ACCESS_LOG', value: '/dev/stdout' }
       { name: 'KONG_ADMIN_ERROR_LOG', value: '/dev/stderr' }
-      { name: 'KONG_UPSTREAM_CLIENT_KEY', secretRef: 'kong-upstream-client-key' }
-      { name: 'REDIS_ACCESS_KEY', secretRef: 'redis-access-key' }
+      { name: 'KV_KONG_UPSTREAM_CLIENT_KEY', secretRef: 'kong-upstream-client-key' }
+      { name: 'KV_REDIS_ACCESS_KEY', secretRef: 'redis-access-key' }
     ]
     keyVaultSecrets: [
       { name: 'kong-upstream-client-key', keyVaultSecret: 'kong-upstream-client-key' }

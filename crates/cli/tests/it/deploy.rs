@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde_json::Value;
@@ -383,9 +382,9 @@ fn a_second_apply_fails_fast_on_the_lock_and_names_the_holder() -> Result<()> {
     let _ = Command::new("kill")
         .args(["-STOP", &pid.to_string()])
         .status();
-    let t0 = Instant::now();
+    // The first apply is stopped while it holds the lock: a second apply that waited for
+    // the lock would never return; it must fail at once.
     let second = lab.apply(&[])?;
-    let waited = t0.elapsed();
     let _ = Command::new("kill")
         .args(["-CONT", &pid.to_string()])
         .status();
@@ -398,10 +397,6 @@ fn a_second_apply_fails_fast_on_the_lock_and_names_the_holder() -> Result<()> {
         "the error names the holder's pid: {err}"
     );
     assert!(err.contains("state unlock"), "{err}");
-    assert!(
-        waited < Duration::from_secs(10),
-        "fails fast, took {waited:?}"
-    );
     assert!(status.success(), "the first apply completes");
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Golden tests: `tests/golden/<case>/specs/` in, `tests/golden/<case>/expected/` out.
 //!
-//! A valid case expects every generated file; a broken case expects `diagnostics.txt`, the
-//! rendered diagnostics. `UPDATE_EXPECT=1 cargo test --test it golden` rewrites the expected
+//! A valid case expects every generated file and `graph/<env>.txt` (what `kombiform graph`
+//! prints); a broken case expects `diagnostics.txt`, the rendered diagnostics. `UPDATE_EXPECT=1 cargo test --test it golden` rewrites the expected
 //! files (review the diff before committing). Files in `expected/` that the case no longer
 //! produces fail the test, so stale snapshots cannot linger.
 
@@ -14,18 +14,32 @@ use kombiform_spec::load::{load, Input};
 use kombiform_test_support::{golden_dir, workspace_root};
 
 /// Reads the spec files of a case with display paths relative to the case (`specs/x.yaml`).
+/// A case with a `base` file naming another case (`minimal`) starts from that case's spec
+/// files; its own files replace those of the same name. Broken-spec cases hold only the file
+/// they break.
 fn read_case_specs(case: &Path) -> Result<Vec<Input>> {
-    let specs = case.join("specs");
-    let mut inputs = kombiform::cli::read_specs(&specs)
-        .with_context(|| format!("reading {}", specs.display()))?;
-    for i in &mut inputs {
-        let rel = Path::new(&i.path)
-            .strip_prefix(case)
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| i.path.clone());
-        i.path = rel;
+    let mut files: BTreeMap<String, Input> = BTreeMap::new();
+    let base = case.join("base");
+    if base.exists() {
+        let name = std::fs::read_to_string(&base)
+            .with_context(|| format!("reading {}", base.display()))?;
+        for input in read_case_specs(&golden_dir().join(name.trim()))? {
+            files.insert(input.path.clone(), input);
+        }
     }
-    Ok(inputs)
+    let specs = case.join("specs");
+    if specs.exists() || !base.exists() {
+        let inputs = kombiform::cli::read_specs(&specs)
+            .with_context(|| format!("reading {}", specs.display()))?;
+        for mut i in inputs {
+            i.path = Path::new(&i.path)
+                .strip_prefix(case)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| i.path.clone());
+            files.insert(i.path.clone(), i);
+        }
+    }
+    Ok(files.into_values().collect())
 }
 
 /// What a case produces: generated files, or `diagnostics.txt`.
@@ -34,10 +48,13 @@ fn produce(case: &Path) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     match &loaded.model {
         Some(model) if loaded.diagnostics.is_empty() => {
-            let files = kombiform_emit::compile(model)
-                .ok()
-                .ok_or_else(|| anyhow::anyhow!("the graph of {} has a cycle", case.display()))?;
+            let files = kombiform_emit::compile(model).map_err(|e| anyhow::anyhow!("{e}"))?;
             out.extend(files);
+            // `kombiform graph` output, pinned too: every resource and what it needs.
+            for env in model.envs() {
+                let graph = kombiform_emit::targets::graph(env);
+                out.insert(format!("graph/{}.txt", env.name()), graph.to_text());
+            }
         }
         _ => {
             out.insert("diagnostics.txt".to_string(), loaded.render());

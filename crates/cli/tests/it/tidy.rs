@@ -6,8 +6,8 @@
 //! - every `.rs` file of every crate starts with a `//!` comment saying what it is, and each
 //!   crate root also says what the crate is not;
 //! - no test is ignored or expected to panic;
-//! - every crate takes the workspace lints (or, for the CLI, its own table), and each pure
-//!   crate (model, spec, plan, emit) uses `clippy-pure.toml`.
+//! - every crate takes the workspace lints, and each pure crate (model, spec, plan, emit)
+//!   uses `clippy-pure.toml`.
 
 use std::path::{Path, PathBuf};
 
@@ -117,9 +117,8 @@ fn every_crate_takes_the_lints_and_pure_crates_the_pure_clippy_settings() {
     for dir in crate_dirs() {
         let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).expect("a manifest");
         let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("?");
-        let own_table = manifest.contains("[lints.rust]") && manifest.contains("[lints.clippy]");
         assert!(
-            manifest.contains("[lints]\nworkspace = true") || (name == "cli" && own_table),
+            manifest.contains("[lints]\nworkspace = true"),
             "{name}: the crate must take the workspace lints"
         );
         let clippy = std::fs::read_to_string(dir.join("clippy.toml")).ok();

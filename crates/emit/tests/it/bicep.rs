@@ -4,10 +4,10 @@
 //! changes one file.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Instant;
 
 use kombiform_emit::{bicep, Files};
-use kombiform_model::{EnvValue, InstanceMode, Model, SecretRef, TenantStatus};
+use kombiform_model::{EnvValue, InstanceMode, Model, SecretRef, TenantSlug};
+use kombiform_test_support::synthetic::{fleet, Fleet};
 use tree_sitter::{Node, Parser, Tree};
 
 // ---------------------------------------------------------------------------------------
@@ -16,39 +16,14 @@ use tree_sitter::{Node, Parser, Tree};
 
 use kombiform_test_support::example_model as example;
 
-/// The example model with `total` synthetic tenants added, `dedicated` of them dedicated
-/// (enterprise plan), the rest shared; the example's own dedicated tenants are made shared so
-/// that the count is exact.
+/// `total` generated tenants, exactly `dedicated` of them dedicated.
 fn synthetic(total: usize, dedicated: usize) -> Model {
-    let mut m = example();
-    for t in &mut m.tenants {
-        t.instance = InstanceMode::Shared;
-    }
-    let template = m
-        .tenants
-        .iter()
-        .find(|t| t.plan == "enterprise")
-        .cloned()
-        .expect("the example has an enterprise tenant");
-    for i in 0..total {
-        let mut t = template.clone();
-        t.slug = format!("t{i:05}");
-        t.display_name = format!("Tenant {i}");
-        t.zitadel_org_id = (300_000_000_000_000_000u64 + i as u64).to_string();
-        t.environments = Vec::new();
-        t.status = TenantStatus::Active;
-        t.plan = "enterprise".to_string();
-        // Spread dedicated tenants evenly over the slugs.
-        let step = (total / dedicated.max(1)).max(1);
-        t.instance = if dedicated > 0 && i % step == 0 && i / step < dedicated {
-            InstanceMode::Dedicated
-        } else {
-            InstanceMode::Shared
-        };
-        m.tenants.push(t);
-    }
-    m.tenants.sort_by(|a, b| a.slug.cmp(&b.slug));
-    m
+    let f = Fleet {
+        tenants: total,
+        dedicated,
+        ..Fleet::default()
+    };
+    fleet(example(), f)
 }
 
 fn bicep_files(m: &Model) -> Files {
@@ -328,7 +303,7 @@ fn adding_a_tenant_changes_one_file() {
     let before = bicep_files(&synthetic(1_000, 1_000));
     let mut model = synthetic(1_000, 1_000);
     let mut extra = model.tenants[0].clone();
-    extra.slug = "zz-new-tenant".to_string();
+    extra.slug = TenantSlug::parse("zz-new-tenant").unwrap();
     extra.zitadel_org_id = "399999999999999999".to_string();
     extra.instance = InstanceMode::Dedicated;
     model.tenants.push(extra);
@@ -571,31 +546,13 @@ fn environment_variable_secrets_become_secure_parameters() {
 
 #[test]
 fn ten_thousand_tenants_a_tenth_dedicated() {
-    let model = synthetic(10_000, 1_000);
-    let env = model.env("prod").expect("prod exists");
-    let start = Instant::now();
-    let mut files = Files::new();
-    bicep::emit(env, &mut files);
-    let elapsed = start.elapsed();
-    let bytes: usize = files.values().map(String::len).sum();
-    eprintln!(
-        "bicep: 10,000 tenants (1,000 dedicated): {} files, {bytes} bytes in {elapsed:?}",
-        files.len()
-    );
-    check_limits(&files, 1_000);
-
-    let model = synthetic(10_000, 10_000);
-    let env = model.env("prod").expect("prod exists");
-    let start = Instant::now();
-    let mut files = Files::new();
-    bicep::emit(env, &mut files);
-    let elapsed = start.elapsed();
-    let bytes: usize = files.values().map(String::len).sum();
-    eprintln!(
-        "bicep: 10,000 tenants (all dedicated): {} files, {bytes} bytes in {elapsed:?}",
-        files.len()
-    );
-    check_limits(&files, 10_000);
+    for dedicated in [1_000, 10_000] {
+        let model = synthetic(10_000, dedicated);
+        let env = model.env("prod").expect("prod exists");
+        let mut files = Files::new();
+        bicep::emit(env, &mut files);
+        check_limits(&files, dedicated);
+    }
 }
 
 #[test]

@@ -9,7 +9,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use kombiform_emit::kong;
-use kombiform_model::{KongEdition, Model, SecretRef, TenantStatus};
+use kombiform_model::{KongEdition, Model, SecretRef};
+use kombiform_test_support::synthetic::{fleet, Fleet};
 
 fn example() -> Result<Model> {
     Ok(kombiform_test_support::example_model())
@@ -23,31 +24,14 @@ fn enterprise(mut m: Model) -> Model {
     m
 }
 
-/// `n` tenants cloned from the example's, slugs `t00001`…, unique org ids, every plan,
-/// every 50th suspended; sorted by slug like the loader leaves them.
-fn synthetic(mut m: Model, n: usize) -> Result<Model> {
-    let template = m
-        .tenants
-        .first()
-        .cloned()
-        .context("the example has no tenant")?;
-    let plans: Vec<String> = m.plans.iter().map(|p| p.name.clone()).collect();
-    m.tenants = (1..=n)
-        .map(|i| {
-            let mut t = template.clone();
-            t.slug = format!("t{i:05}");
-            t.zitadel_org_id = format!("{}", 300_000_000_000_000_000u64 + i as u64);
-            t.plan = plans[i % plans.len()].clone();
-            t.environments = Vec::new();
-            t.status = if i % 50 == 0 {
-                TenantStatus::Suspended
-            } else {
-                TenantStatus::Active
-            };
-            t
-        })
-        .collect();
-    Ok(m)
+/// `n` tenants across every plan, every 50th suspended.
+fn synthetic(m: Model, n: usize) -> Result<Model> {
+    let f = Fleet {
+        tenants: n,
+        suspended_every: Some(50),
+        ..Fleet::default()
+    };
+    Ok(fleet(m, f))
 }
 
 fn validator() -> Result<PathBuf> {

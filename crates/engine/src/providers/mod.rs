@@ -1,17 +1,85 @@
 //! Providers: the only code that talks to the systems kombiform manages.
 //!
-//! One [`Provider`] per target (PostgreSQL, PocketBase, later ARM and Kong). A provider
-//! reads the live state of everything it manages in bulk (requests grow with pages, not
-//! with resources), and applies changes. What the specs want of a target is computed by
-//! the provider module's pure `desired(env)` function, so that `plan` can be tested without
-//! servers. Providers never print; they report through return values.
+//! A provider is a target's pure part (`kombiform_emit::targets`: what the specs want,
+//! what it owns, what needs consent) paired with a [`Client`] that connects, reads the live
+//! state in bulk (requests grow with pages, not with resources) and applies changes. Each
+//! provider is one module registered once in [`REGISTRY`]; `ops` loops over the registry and
+//! matches on no provider name. Adding a target's client is one module and one entry.
+//! Providers never print; they report through return values.
 
 pub mod pocketbase;
 pub mod postgres;
 
 use std::time::Duration;
 
+use anyhow::Result;
+use kombiform_emit::targets::Target;
+use kombiform_model::Env;
 use kombiform_plan::{Change, Resource};
+
+/// A target's client: the IO half of a provider.
+pub trait Client: Send + Sync {
+    /// Reads the live state of every resource the target could manage.
+    fn read(&self) -> Result<LiveRead>;
+
+    /// Whether [`Client::apply`] takes all of this provider's changes at once, in one
+    /// transaction (PostgreSQL), rather than one at a time.
+    fn batched(&self) -> bool {
+        false
+    }
+
+    /// Applies changes in the order given: one change, or all of them when [`batched`].
+    /// A [`Transient`] error (downcast from the `anyhow::Error`) is retried by the engine.
+    ///
+    /// [`batched`]: Client::batched
+    fn apply(&self, changes: &[&Change]) -> Result<()>;
+
+    /// Stores an audit record, if this target keeps an audit trail. The default does nothing.
+    fn record_audit(&self, record: &AuditRecord) -> Result<()> {
+        let _ = record;
+        Ok(())
+    }
+}
+
+/// One registered provider: a target and how to connect its client for an environment.
+pub struct Registration {
+    /// The pure part.
+    pub target: &'static dyn Target,
+    /// Connects the client, resolving the environment's secrets.
+    pub connect: fn(Env<'_>) -> Result<Box<dyn Client>>,
+}
+
+/// Every provider kombiform can plan and apply. Targets without an entry here (Azure, Kong)
+/// appear in the graph but are not planned yet.
+pub const REGISTRY: &[Registration] = &[postgres::REGISTRATION, pocketbase::REGISTRATION];
+
+/// A connected provider.
+pub struct Provider {
+    /// The pure part.
+    pub target: &'static dyn Target,
+    /// The client.
+    pub client: Box<dyn Client>,
+}
+
+impl Provider {
+    /// The address prefix of its resources.
+    pub fn name(&self) -> &'static str {
+        self.target.name()
+    }
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("target", &self.name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The registered provider of `target`, if it has a client.
+pub fn registration(target: &str) -> Option<&'static Registration> {
+    REGISTRY.iter().find(|r| r.target.name() == target)
+}
 
 /// What a provider read.
 #[derive(Clone, Debug, Default)]
@@ -75,39 +143,6 @@ pub struct AuditChange {
     pub action: String,
     /// `done`, `failed` or `not started`.
     pub result: String,
-}
-
-/// A target kombiform can plan and apply.
-pub trait Provider: Send + Sync {
-    /// The address prefix of its resources (`postgres`, `pocketbase`).
-    fn name(&self) -> &'static str;
-
-    /// Reads the live state of every resource it could manage.
-    fn read(&self) -> anyhow::Result<LiveRead>;
-
-    /// Marks changes destructive that the generic diff cannot judge (removing a field of a
-    /// collection that holds data). Pure; the default does nothing.
-    fn classify(&self, change: &mut Change) {
-        let _ = change;
-    }
-
-    /// Whether [`Provider::apply`] takes all of this provider's changes at once, in one
-    /// transaction (PostgreSQL), rather than one at a time.
-    fn batched(&self) -> bool {
-        false
-    }
-
-    /// Applies changes in the order given: one change, or all of them when [`batched`].
-    /// A [`Transient`] error (downcast from the `anyhow::Error`) is retried by the engine.
-    ///
-    /// [`batched`]: Provider::batched
-    fn apply(&self, changes: &[&Change]) -> anyhow::Result<()>;
-
-    /// Stores an audit record, if this target keeps an audit trail. The default does nothing.
-    fn record_audit(&self, record: &AuditRecord) -> anyhow::Result<()> {
-        let _ = record;
-        Ok(())
-    }
 }
 
 /// Whether an error is [`Transient`], and how long to wait if the remote said.

@@ -1,9 +1,12 @@
-//! The PocketBase provider: collections (`pocketbase.collection.<name>`) read in pages from
-//! `GET /api/collections`, created and updated through `PUT /api/collections/import` with
-//! `deleteMissing: false`, deleted explicitly with `DELETE /api/collections/{id}`.
+//! The PocketBase provider's client: collections (`pocketbase.collection.<name>`) read in
+//! pages from `GET /api/collections`, created and updated through
+//! `PUT /api/collections/import` with `deleteMissing: false`, deleted explicitly with
+//! `DELETE /api/collections/{id}`.
 //!
 //! Not a records client: records are never read or written. Not the judge of consent: a
-//! delete or a field removal reaches [`Provider::apply`] only after the engine's guard.
+//! delete or a field removal reaches [`Client::apply`] only after the engine's guard. What
+//! the specs want, and how collections are normalised, is the pure target's
+//! (`kombiform_emit::targets::pocketbase`).
 //!
 //! Facts this relies on (PocketBase 0.40.6, `shared/ref/pocketbase.md`): import matches
 //! collections and fields by id and merges (it never drops a field or a collection, which is
@@ -11,9 +14,6 @@
 //! `PATCH`); a field keeps its data across a rename when its id is kept; `perPage` is clamped
 //! to 1000; the superuser token lasts a day (a 401 re-authenticates once).
 
-mod normalise;
-
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 use std::time::Duration;
@@ -21,12 +21,13 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::providers::{LiveRead, Provider, Transient};
-use kombiform_emit as emit;
-use kombiform_model::{Env, Scope};
-use kombiform_plan::{Action, Change, Resource};
-
-pub use normalise::{address, attrs};
+use crate::ops::env_lookup;
+use crate::providers::{Client, LiveRead, Registration, Transient};
+use kombiform_emit::targets::pocketbase::{
+    self as target, normalise, removed_fields, DEFAULT_USERS,
+};
+use kombiform_model::{secret, Env};
+use kombiform_plan::{Action, Change};
 
 /// Collections per page: the most PocketBase returns (it clamps `perPage` to 1000).
 pub const PER_PAGE: usize = 1000;
@@ -38,54 +39,33 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Largest response body read (a page of 1000 collections is a few MB).
-const BODY_LIMIT: u64 = 256 * 1024 * 1024;
+const BODY_LIMIT: usize = 256 * 1024 * 1024;
 
-/// The name of PocketBase's default auth collection, left alone unless the specs define it.
-const DEFAULT_USERS: &str = "users";
+/// The PocketBase provider.
+pub const REGISTRATION: Registration = Registration {
+    target: &target::PocketBase,
+    connect: connect_env,
+};
 
-/// What the specs want of PocketBase: one resource per collection of the emitted snapshot,
-/// in the snapshot's order. `meta.import` holds the collection exactly as it is imported.
-pub fn desired(env: Env<'_>) -> Vec<Resource> {
-    let bodies = emit::pocketbase::collections(env);
-    let templates = tenant_templates(env);
-    let names = names_by_id(&bodies);
-    bodies
-        .into_iter()
-        .map(|body| {
-            let name = body.get("name").and_then(Value::as_str).unwrap_or_default();
-            let tenant = normalise::tenant_of(name, &templates);
-            let mut r = normalise::resource(&body, &names, tenant.as_deref());
-            r.meta.insert("import".into(), body);
-            r
-        })
-        .collect()
-}
-
-/// The names of the tenant-scoped templates of `env`.
-fn tenant_templates(env: Env<'_>) -> Vec<String> {
-    env.collections()
-        .iter()
-        .filter(|t| t.scope == Scope::Tenant)
-        .map(|t| t.name.clone())
-        .collect()
-}
-
-/// Collection id → name.
-fn names_by_id(collections: &[Value]) -> BTreeMap<String, String> {
-    collections
-        .iter()
-        .filter_map(|c| {
-            let id = c.get("id")?.as_str()?;
-            let name = c.get("name")?.as_str()?;
-            Some((id.to_string(), name.to_string()))
-        })
-        .collect()
+/// Connects to the PocketBase of `env` as its superuser.
+fn connect_env(env: Env<'_>) -> Result<Box<dyn Client>> {
+    let p = env.platform;
+    let password = secret::resolve_non_empty(&p.pocketbase.superuser_password, env_lookup)
+        .context("the PocketBase superuser password")?;
+    let pb = PocketBase::connect(
+        &p.pocketbase.url,
+        &p.pocketbase.superuser_email,
+        password.expose(),
+    )
+    .with_context(|| format!("connecting to PocketBase at {}", p.pocketbase.url))?
+    .managing(env);
+    Ok(Box::new(pb))
 }
 
 /// A connection to one PocketBase server as a superuser.
 pub struct PocketBase {
     base: String,
-    agent: ureq::Agent,
+    http: reqwest::blocking::Client,
     email: String,
     /// Kept to authenticate again when the token expires; never shown.
     password: String,
@@ -120,17 +100,18 @@ impl PocketBase {
     /// Authenticates as a superuser (`POST /api/collections/_superusers/auth-with-password`).
     /// `url` is the server's base URL (`http://127.0.0.1:8090`).
     pub fn connect(url: &str, superuser_email: &str, superuser_password: &str) -> Result<Self> {
-        let agent = ureq::Agent::new_with_config(
-            ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_connect(Some(CONNECT_TIMEOUT))
-                .timeout_global(Some(REQUEST_TIMEOUT))
-                .user_agent("kombiform")
-                .build(),
-        );
+        let tls = kombiform_sys::tls::client_config()?;
+        let http = reqwest::blocking::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(concat!("kombiform/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("building the HTTP client")?;
         let pb = PocketBase {
             base: url.trim_end_matches('/').to_string(),
-            agent,
+            http,
             email: superuser_email.to_string(),
             password: superuser_password.to_string(),
             token: RwLock::new(String::new()),
@@ -147,11 +128,8 @@ impl PocketBase {
     /// a tenant (their `meta.tenant` and dependency on `postgres.tenant.<slug>`), and whether
     /// PocketBase's default `users` collection is managed (otherwise it is not read).
     pub fn managing(mut self, env: Env<'_>) -> Self {
-        self.templates = tenant_templates(env);
-        self.manage_users = env
-            .collections()
-            .iter()
-            .any(|t| t.scope == Scope::Global && t.name == DEFAULT_USERS);
+        self.templates = target::tenant_templates(env);
+        self.manage_users = target::manages_default_users(env);
         self
     }
 
@@ -204,26 +182,23 @@ impl PocketBase {
         token: Option<&str>,
     ) -> Result<Reply> {
         let url = format!("{}{path}", self.base);
-        let sent = match (method, body) {
-            ("GET", _) => with_auth(self.agent.get(&url), token).call(),
-            ("DELETE", _) => with_auth(self.agent.delete(&url), token).call(),
-            (m, body) => {
-                let req = match m {
-                    "POST" => self.agent.post(&url),
-                    "PUT" => self.agent.put(&url),
-                    "PATCH" => self.agent.patch(&url),
-                    other => bail!("unsupported method {other}"),
-                };
-                let text = body.map(Value::to_string).unwrap_or_else(|| "{}".into());
-                with_auth(req, token)
-                    .content_type("application/json")
-                    .send(text)
-            }
+        let method_ = match method {
+            "GET" => reqwest::Method::GET,
+            "DELETE" => reqwest::Method::DELETE,
+            "POST" => reqwest::Method::POST,
+            "PUT" => reqwest::Method::PUT,
+            "PATCH" => reqwest::Method::PATCH,
+            other => bail!("unsupported method {other}"),
         };
-        let mut response = match sent {
-            Ok(r) => r,
-            Err(e) => return Err(transport(method, &url, e)),
-        };
+        let mut req = self.http.request(method_, &url);
+        if let Some(t) = token {
+            req = req.header("Authorization", t);
+        }
+        if !matches!(method, "GET" | "DELETE") {
+            let text = body.map(Value::to_string).unwrap_or_else(|| "{}".into());
+            req = req.header("Content-Type", "application/json").body(text);
+        }
+        let response = req.send().map_err(|e| transport(method, &url, &e))?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
@@ -231,12 +206,17 @@ impl PocketBase {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let text = response
-            .body_mut()
-            .with_config()
-            .limit(BODY_LIMIT)
-            .read_to_string()
-            .map_err(|e| transport(method, &url, e))?;
+        if response
+            .content_length()
+            .is_some_and(|n| n > BODY_LIMIT as u64)
+        {
+            bail!("{method} {url}: the answer is larger than {BODY_LIMIT} bytes");
+        }
+        let bytes = response.bytes().map_err(|e| transport(method, &url, &e))?;
+        if bytes.len() > BODY_LIMIT {
+            bail!("{method} {url}: the answer is larger than {BODY_LIMIT} bytes");
+        }
+        let text = String::from_utf8_lossy(&bytes).into_owned();
         Ok(Reply {
             status,
             text,
@@ -382,38 +362,24 @@ impl PocketBase {
     }
 }
 
-impl Provider for PocketBase {
-    fn name(&self) -> &'static str {
-        "pocketbase"
-    }
-
+impl Client for PocketBase {
     fn read(&self) -> Result<LiveRead> {
         let (collections, pages) = self
             .list_collections()
             .with_context(|| format!("reading collections from PocketBase {}", self.base))?;
-        let names = names_by_id(&collections);
+        let names = target::names_by_id(&collections);
         let resources = collections
             .iter()
             .filter(|c| c.get("system").and_then(Value::as_bool) != Some(true))
             .filter(|c| {
                 self.manage_users || c.get("name").and_then(Value::as_str) != Some(DEFAULT_USERS)
             })
-            .map(|c| {
-                let name = c.get("name").and_then(Value::as_str).unwrap_or_default();
-                let tenant = normalise::tenant_of(name, &self.templates);
-                normalise::resource(c, &names, tenant.as_deref())
-            })
+            .map(|c| target::live_resource(c, &names, &self.templates))
             .collect();
         Ok(LiveRead {
             resources,
             requests: pages + self.unreported.swap(0, Ordering::Relaxed),
         })
-    }
-
-    fn classify(&self, change: &mut Change) {
-        if change.action == Action::Update && !removed_fields(change).is_empty() {
-            change.destructive = true;
-        }
     }
 
     fn apply(&self, changes: &[&Change]) -> Result<()> {
@@ -423,25 +389,6 @@ impl Provider for PocketBase {
         }
         Ok(())
     }
-}
-
-/// Field ids whose data the change loses: fields dropped from the collection, and fields
-/// whose type changes (PocketBase refuses to change a field's type: it is dropped first).
-/// A renamed field (same id, new name) loses nothing.
-pub fn removed_fields(change: &Change) -> Vec<String> {
-    change
-        .attrs
-        .iter()
-        .filter_map(|a| {
-            let id = a.name.strip_prefix("fields.")?;
-            let ty = |v: &Option<Value>| v.as_ref().and_then(|v| v.get("type")).cloned();
-            match (&a.before, &a.after) {
-                (Some(_), None) => Some(id.to_string()),
-                (Some(_), Some(_)) if ty(&a.before) != ty(&a.after) => Some(id.to_string()),
-                _ => None,
-            }
-        })
-        .collect()
 }
 
 /// The error for a failed response to `request`: [`Transient`] for 429 and 5xx.
@@ -461,25 +408,16 @@ fn failure(request: &str, reply: &Reply) -> anyhow::Error {
     }
 }
 
-fn with_auth<B>(req: ureq::RequestBuilder<B>, token: Option<&str>) -> ureq::RequestBuilder<B> {
-    match token {
-        Some(t) => req.header("Authorization", t),
-        None => req,
-    }
-}
-
 /// A transport failure: connection and timeout problems are [`Transient`].
-fn transport(method: &str, url: &str, e: ureq::Error) -> anyhow::Error {
+fn transport(method: &str, url: &str, e: &reqwest::Error) -> anyhow::Error {
     let message = format!("{method} {url}: {e}");
-    match e {
-        ureq::Error::Io(_)
-        | ureq::Error::Timeout(_)
-        | ureq::Error::ConnectionFailed
-        | ureq::Error::HostNotFound => anyhow::Error::new(Transient {
+    if e.is_connect() || e.is_timeout() || e.is_request() || e.is_body() {
+        anyhow::Error::new(Transient {
             message,
             retry_after: None,
-        }),
-        _ => anyhow!(message),
+        })
+    } else {
+        anyhow!(message)
     }
 }
 
@@ -524,110 +462,7 @@ fn encode(segment: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-
     use super::*;
-    use kombiform_plan::AttrChange;
-
-    use kombiform_test_support::example_model;
-
-    fn update(attrs: Vec<AttrChange>) -> Change {
-        Change {
-            address: address("c"),
-            action: Action::Update,
-            attrs,
-            destructive: false,
-            drift: false,
-            desired: None,
-            live: None,
-        }
-    }
-
-    fn attr(name: &str, before: Option<Value>, after: Option<Value>) -> AttrChange {
-        AttrChange {
-            name: name.into(),
-            before,
-            after,
-            sensitive: false,
-            forces_replace: false,
-        }
-    }
-
-    #[test]
-    fn desired_has_one_resource_per_snapshot_collection() {
-        let model = example_model();
-        let env = model.env("local").expect("local");
-        let desired = desired(env);
-        assert_eq!(desired.len(), emit::pocketbase::collections(env).len());
-        let nodes = desired
-            .iter()
-            .find(|r| r.address == "pocketbase.collection.t_stark_lab_nodes")
-            .expect("t_stark_lab_nodes");
-        assert_eq!(nodes.meta["tenant"], "stark-lab");
-        assert_eq!(nodes.meta["id"], "pbc_t_stark_lab_nodes");
-        assert_eq!(
-            nodes.depends_on,
-            vec![
-                "pocketbase.collection.t_stark_lab_stacks",
-                "pocketbase.collection.t_stark_lab_users",
-                "postgres.tenant.stark-lab",
-            ]
-        );
-        assert_eq!(nodes.replace_on, vec!["type"]);
-        let global = desired
-            .iter()
-            .find(|r| r.address == "pocketbase.collection._sso_mappings")
-            .expect("_sso_mappings");
-        assert!(global.depends_on.is_empty() && !global.meta.contains_key("tenant"));
-    }
-
-    #[test]
-    fn every_auth_option_the_emitter_writes_is_compared() {
-        let model = example_model();
-        let env = model.env("local").expect("local");
-        let users = emit::pocketbase::collections(env)
-            .into_iter()
-            .find(|c| c["type"] == "auth")
-            .expect("an auth collection");
-        let compared = |key: &str| -> Option<Option<&[&str]>> {
-            normalise::AUTH_OPTIONS
-                .iter()
-                .find(|(k, _)| *k == key)
-                .map(|(_, sub)| *sub)
-        };
-        let obj = users.as_object().expect("object");
-        let base_keys = ["id", "name", "type", "fields", "indexes"];
-        for (key, value) in obj {
-            if base_keys.contains(&key.as_str()) || key.ends_with("Rule") && compared(key).is_none()
-            {
-                continue;
-            }
-            let sub = compared(key).unwrap_or_else(|| panic!("{key} is not compared"));
-            if let (Some(sub), Some(v)) = (sub, value.as_object()) {
-                for k in v.keys() {
-                    assert!(sub.contains(&k.as_str()), "{key}.{k} is not compared");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn removing_or_retyping_a_field_is_destructive_renaming_is_not() {
-        let text = json!({"name": "a", "type": "text"});
-        let renamed = json!({"name": "b", "type": "text"});
-        let number = json!({"name": "a", "type": "number"});
-        let mut pb_change = update(vec![attr(
-            "fields.text1",
-            Some(text.clone()),
-            Some(renamed),
-        )]);
-        assert!(removed_fields(&pb_change).is_empty());
-        pb_change = update(vec![attr("fields.text1", Some(text.clone()), None)]);
-        assert_eq!(removed_fields(&pb_change), vec!["text1"]);
-        pb_change = update(vec![attr("fields.text1", Some(text), Some(number))]);
-        assert_eq!(removed_fields(&pb_change), vec!["text1"]);
-        let added = update(vec![attr("fields.text2", None, Some(json!({})))]);
-        assert!(removed_fields(&added).is_empty());
-    }
 
     #[test]
     fn rate_limits_and_server_errors_are_transient() {
@@ -637,7 +472,7 @@ mod tests {
             retry_after: Some(Duration::from_secs(3)),
         };
         let e = failure("GET /api/collections", &reply(429));
-        let t = crate::providers::transient(&e).expect("transient");
+        let t = crate::providers::transient(&e).unwrap();
         assert_eq!(t.retry_after, Some(Duration::from_secs(3)));
         assert!(t.message.contains("Too Many Requests."), "{}", t.message);
         assert!(crate::providers::transient(&failure("x", &reply(503))).is_some());

@@ -1,9 +1,11 @@
 //! The state lock: who holds it ([`LockInfo`]), why a second run is refused
 //! ([`LockError`]), and the guard that releases it ([`LockGuard`]).
 //!
-//! Not storage: the backends create and remove lock files or blobs. A lock is never broken
-//! automatically, not even when its process is gone: the error says so and names the
-//! command that breaks it deliberately.
+//! Not storage: the backends create and remove lock files or blobs. Neither this module nor a
+//! backend breaks a lock: the error says whether its process is gone and names the command
+//! that breaks it. The CLI breaks, with a warning, a lock whose process on this host is gone
+//! (a killed apply), so that running again resumes; any other lock stays until
+//! `kombiform state unlock`.
 
 use std::fmt;
 

@@ -1,6 +1,10 @@
 //! The engine's integration tests: the providers against real PostgreSQL and PocketBase, and
 //! the local state backend across processes.
 
+// Test code: unwrapping is how a test says "this must work" (clippy.toml allows it in
+// `#[test]` functions; this extends it to the helpers beside them).
+#![allow(clippy::unwrap_used)]
+
 mod pbprov;
 mod pgprov;
 mod state;

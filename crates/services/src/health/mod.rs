@@ -11,7 +11,7 @@
 //! field so another service can report a dependency it can live without.
 //!
 //! Not here: the configuration types ([`kombiform_model::services`]) and process concerns
-//! (arguments, logging setup, signals), which are in `src/bin/kombify-health.rs`.
+//! (arguments, logging setup, signals), which are in the `kombify-health` binary.
 
 pub mod edge;
 pub mod probe;

@@ -197,13 +197,15 @@ pub fn check_jwks(body: &[u8]) -> Result<(), &'static str> {
     }
 }
 
-/// The HTTP client probes share: rustls, no redirects, no cookies, a connect timeout.
-pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+/// The HTTP client probes share: the workspace's TLS configuration, no redirects, no
+/// cookies, a connect timeout.
+pub fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .tls_backend_preconfigured(kombiform_sys::tls::client_config()?)
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(timeout)
         .user_agent(concat!("kombify-health/", env!("CARGO_PKG_VERSION")))
-        .build()
+        .build()?)
 }
 
 /// `url` without credentials, query or fragment: what logs may show.
@@ -330,18 +332,9 @@ impl PostgresCheck {
     }
 }
 
-/// TLS for PostgreSQL: rustls with the ring provider, the workspace's one crypto provider (named,
-/// so another crate enabling a second provider cannot make the choice ambiguous), and the
-/// platform verifier (system roots).
+/// TLS for PostgreSQL: the workspace's one TLS configuration (ring, system roots).
 fn tls_connector() -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
-    use rustls_platform_verifier::BuilderVerifierExt;
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS protocol versions: {e}"))?
-        .with_platform_verifier()
-        .map_err(|e| format!("TLS certificate verifier (system roots): {e}"))?
-        .with_no_client_auth();
+    let config = kombiform_sys::tls::client_config().map_err(|e| e.to_string())?;
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 

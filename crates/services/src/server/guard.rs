@@ -416,7 +416,7 @@ mod tests {
         client
             .write_all(b"POST /a HTTP/1.1\r\nContent-Le")
             .await
-            .expect("test io");
+            .unwrap();
         assert_eq!(
             readable(&mut guard).await,
             b"",
@@ -425,7 +425,7 @@ mod tests {
         client
             .write_all(b"ngth: 5\r\n\r\nGET /bHTTP/1.1\r\nGET /c HTTP/1.1\r\n\r\n")
             .await
-            .expect("test io");
+            .unwrap();
         // "GET /bHTTP/1.1" sits in the body (5 bytes "GET /"), then "bHTTP/1.1\r\n" is a head.
         let seen = readable(&mut guard).await;
         assert_eq!(seen, b"POST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nGET /");
@@ -441,8 +441,8 @@ mod tests {
     async fn pipelined_requests_pass_and_a_refusal_is_written_at_shutdown() {
         let (mut guard, mut client, refused) = pipe();
         let two = b"GET /1 HTTP/1.1\r\n\r\nPOST /2 HTTP/1.1\r\nContent-Length: 2\r\n\r\nokGET /3 HTTP/1.1\r\n\r\n";
-        client.write_all(two).await.expect("test io");
-        client.write_all(b"GARBAGE\r\n\r\n").await.expect("test io");
+        client.write_all(two).await.unwrap();
+        client.write_all(b"GARBAGE\r\n\r\n").await.unwrap();
         assert_eq!(readable(&mut guard).await, two);
         // The connection task is told; hyper reads nothing more.
         tokio::time::timeout(Duration::from_secs(1), refused.notified())
@@ -452,11 +452,11 @@ mod tests {
         guard
             .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
             .await
-            .expect("test io");
+            .unwrap();
         drop(client.shutdown().await);
-        guard.shutdown().await.expect("test io");
+        guard.shutdown().await.unwrap();
         let mut answer = String::new();
-        client.read_to_string(&mut answer).await.expect("test io");
+        client.read_to_string(&mut answer).await.unwrap();
         let (first, refusal) = answer.split_at(answer.find("HTTP/1.1 400").expect("a 400 follows"));
         assert!(
             first.starts_with("HTTP/1.1 200 OK"),
@@ -469,10 +469,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_slow_head_gets_408_and_an_idle_connection_ends_quietly() {
         let (mut guard, mut client, _) = pipe();
-        client
-            .write_all(b"GET / HTTP/1.1\r\n")
-            .await
-            .expect("test io");
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
         let mut buf = [0u8; 64];
         // The read waits for the head deadline (time is paused: it passes at once).
         let read = tokio::time::timeout(Duration::from_secs(2), guard.read(&mut buf)).await;
@@ -492,7 +489,7 @@ mod tests {
         let n = tokio::time::timeout(Duration::from_secs(10), idle.read(&mut buf))
             .await
             .expect("the idle timeout ends the read")
-            .expect("test io");
+            .unwrap();
         assert_eq!((n, idle.state), (0, State::Eof), "end of input, no reply");
         assert!(idle.reply.is_none());
     }
@@ -504,7 +501,7 @@ mod tests {
             (format!("GET /{}", "a".repeat(2000)), "414"),
         ] {
             let (mut guard, mut client, _) = pipe();
-            client.write_all(input.as_bytes()).await.expect("test io");
+            client.write_all(input.as_bytes()).await.unwrap();
             assert_eq!(readable(&mut guard).await, b"");
             let reply =
                 String::from_utf8_lossy(&guard.reply.as_ref().expect("a reply").bytes).to_string();

@@ -15,6 +15,7 @@ use super::error::SsoError;
 use super::pocketbase::{Created, Mapping, User};
 use super::token::AccessToken;
 use super::Sso;
+use kombiform_model::naming;
 
 /// The exchange response body.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -59,16 +60,12 @@ pub struct QuotaOut {
     pub used_users: i32,
 }
 
-/// The tenant's namespace identifier: its slug with `-` → `_`.
-pub fn tenant_ident(slug: &str) -> String {
-    slug.replace('-', "_")
-}
-
-/// The tenant's users collection from the configured pattern (`t_{tenant}_users`).
+/// The tenant's users collection from the configured pattern (`t_{tenant}_users`), the
+/// placeholder filled with the tenant's ident ([`naming::tenant_ident`]).
 pub fn users_collection(pattern: &str, slug: &str) -> String {
     pattern.replace(
         kombiform_model::services::TENANT_PLACEHOLDER,
-        &tenant_ident(slug),
+        &naming::tenant_ident(slug),
     )
 }
 
@@ -327,6 +324,6 @@ mod tests {
             users_collection("t_{tenant}_users", "stark-lab"),
             "t_stark_lab_users"
         );
-        assert_eq!(tenant_ident("acme"), "acme");
+        assert_eq!(naming::tenant_ident("acme"), "acme");
     }
 }

@@ -184,7 +184,7 @@ mod tests {
             {"kty": "EC", "kid": "ec", "crv": "P-256", "x": "x", "y": "y"},
             "not an object"
         ]});
-        let keys = parse_jwks(doc.to_string().as_bytes(), &[Alg::RS256]).expect("test value");
+        let keys = parse_jwks(doc.to_string().as_bytes(), &[Alg::RS256]).unwrap();
         let mut kids: Vec<&str> = keys.keys().map(String::as_str).collect();
         kids.sort();
         assert_eq!(kids, ["a", "b"]);

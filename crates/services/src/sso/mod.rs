@@ -75,6 +75,7 @@ impl Sso {
             );
         }
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(kombiform_sys::tls::client_config()?)
             .connect_timeout(Duration::from_secs(3))
             .pool_max_idle_per_host(64)
             .build()

@@ -256,7 +256,7 @@ mod tests {
         let e = parse_zitadel(
             br#"{"aggregateID":"42","instanceID":"9","sequence":7,"event_type":"user.locked"}"#,
         )
-        .expect("test value");
+        .unwrap();
         assert_eq!(e.id, "9:42:7");
         assert_eq!(e.effect, UserEffect::Disable);
         assert!(parse_zitadel(br#"{"event_type":"user.locked"}"#).is_err());
@@ -277,7 +277,7 @@ mod tests {
 
     #[test]
     fn stripe_events_parse() {
-        let e = parse_stripe(br#"{"id":"evt_1","type":"customer.subscription.updated","data":{"object":{"customer":"cus_1","items":{"data":[{"price":{"id":"price_1"}}]}}}}"#).expect("test value");
+        let e = parse_stripe(br#"{"id":"evt_1","type":"customer.subscription.updated","data":{"object":{"customer":"cus_1","items":{"data":[{"price":{"id":"price_1"}}]}}}}"#).unwrap();
         assert_eq!(e.customer.as_deref(), Some("cus_1"));
         assert_eq!(e.price.as_deref(), Some("price_1"));
         assert!(is_subscription_change(&e.kind));

@@ -164,6 +164,7 @@ async fn serve(readiness: Readiness) -> Result<(String, JoinHandle<()>)> {
 
 fn client() -> Result<reqwest::Client> {
     reqwest::Client::builder()
+        .tls_backend_preconfigured(kombiform_sys::tls::client_config().unwrap())
         .no_proxy()
         .timeout(Duration::from_secs(30))
         .build()

@@ -95,7 +95,7 @@ fn every_bad_token_gets_the_same_401() {
     cases.push((
         "no nbf",
         env.key.sign(&claims(&|c| {
-            c.as_object_mut().expect("test value").remove("nbf");
+            c.as_object_mut().unwrap().remove("nbf");
         })),
     ));
     cases.push((
@@ -123,7 +123,7 @@ fn every_bad_token_gets_the_same_401() {
     cases.push((
         "missing org claim",
         env.key.sign(&claims(&|c| {
-            c.as_object_mut().expect("test value").remove(ORG_CLAIM);
+            c.as_object_mut().unwrap().remove(ORG_CLAIM);
         })),
     ));
     cases.push((
@@ -138,7 +138,7 @@ fn every_bad_token_gets_the_same_401() {
     cases.push((
         "no jti",
         env.key.sign(&claims(&|c| {
-            c.as_object_mut().expect("test value").remove("jti");
+            c.as_object_mut().unwrap().remove("jti");
         })),
     ));
     cases.push(("garbage", "not.a.jwt".to_string()));
@@ -207,11 +207,11 @@ fn every_bad_token_gets_the_same_401() {
     assert_eq!(env.zitadel.jwks_fetches.load(Ordering::SeqCst), 1);
 
     // Unknown kid: one refresh, then 401; a second unknown kid within the cooldown: no fetch.
-    let other = RsaKey::generate("key-unknown").expect("test value");
+    let other = RsaKey::generate("key-unknown").unwrap();
     let (status, _, _) = env.exchange_blocking(&other.sign(&env.claims(sub, ACME_ORG)));
     assert_eq!(status, 401);
     assert_eq!(env.zitadel.jwks_fetches.load(Ordering::SeqCst), 2);
-    let another = RsaKey::generate("key-unknown-2").expect("test value");
+    let another = RsaKey::generate("key-unknown-2").unwrap();
     for _ in 0..5 {
         let (status, _, _) = env.exchange_blocking(&another.sign(&env.claims(sub, ACME_ORG)));
         assert_eq!(status, 401);
@@ -239,10 +239,7 @@ fn every_bad_token_gets_the_same_401() {
     ] {
         let (status, _, body) = env.send(req);
         assert_eq!(status, 401, "{body}");
-        assert_eq!(
-            error_of(&body).to_string(),
-            *bodies.iter().next().expect("test value")
-        );
+        assert_eq!(error_of(&body).to_string(), *bodies.iter().next().unwrap());
     }
 }
 
@@ -272,10 +269,7 @@ fn exchange_creates_then_reuses_a_user_whose_token_works_in_pocketbase() {
         ("25".into(), "1".into(), "24".into())
     );
     assert_eq!(h("cache-control"), "no-store");
-    let user_id = first["user"]["id"]
-        .as_str()
-        .expect("test value")
-        .to_string();
+    let user_id = first["user"]["id"].as_str().unwrap().to_string();
 
     // Second login: same user, no new seat, no userinfo call.
     let calls = env.zitadel.userinfo_calls.load(Ordering::SeqCst);
@@ -287,7 +281,7 @@ fn exchange_creates_then_reuses_a_user_whose_token_works_in_pocketbase() {
     assert_ne!(first["token"], Value::Null);
 
     // The token works against PocketBase and sees its own collection only.
-    let token = second["token"].as_str().expect("test value");
+    let token = second["token"].as_str().unwrap();
     let (status, list) = env.pb_get("/api/collections/t_acme_users/records", token);
     assert_eq!(status, 200, "{list}");
     assert_eq!(list["items"][0]["id"], user_id.as_str());
@@ -397,12 +391,8 @@ fn exchange_creates_then_reuses_a_user_whose_token_works_in_pocketbase() {
 
     // Key rotation: a token signed with a newly published key works after one refresh.
     let fetches = env.zitadel.jwks_fetches.load(Ordering::SeqCst);
-    let rotated = RsaKey::generate("key-2").expect("test value");
-    env.zitadel
-        .keys
-        .lock()
-        .expect("test value")
-        .push(rotated.jwk.clone());
+    let rotated = RsaKey::generate("key-2").unwrap();
+    env.zitadel.keys.lock().unwrap().push(rotated.jwk.clone());
     let (status, _, body) = env.exchange_blocking(&rotated.sign(&env.claims(sub, ACME_ORG)));
     assert_eq!(status, 200, "{body}");
     assert_eq!(env.zitadel.jwks_fetches.load(Ordering::SeqCst), fetches + 1);
@@ -612,8 +602,8 @@ fn webhooks_verify_signatures_refuse_replays_and_apply_effects() {
     let (status, _, ex) = env.exchange_blocking(&env.token(sub, ACME_ORG));
     assert_eq!(status, 200, "{ex}");
     let (old_token, user_id) = (
-        ex["token"].as_str().expect("test value").to_string(),
-        ex["user"]["id"].as_str().expect("test value").to_string(),
+        ex["token"].as_str().unwrap().to_string(),
+        ex["user"]["id"].as_str().unwrap().to_string(),
     );
     let view = format!("/api/collections/t_acme_users/records/{user_id}");
     assert_eq!(env.pb_get(&view, &old_token).0, 200);
@@ -671,11 +661,7 @@ fn webhooks_verify_signatures_refuse_replays_and_apply_effects() {
     assert_eq!(status, 200);
     let (status, _, ex) = env.exchange_blocking(&env.token(sub, ACME_ORG));
     assert_eq!(status, 200, "{ex}");
-    assert_eq!(
-        env.pb_get(&view, ex["token"].as_str().expect("test value"))
-            .0,
-        200
-    );
+    assert_eq!(env.pb_get(&view, ex["token"].as_str().unwrap()).0, 200);
     assert_eq!(
         env.query("SELECT count(*) FROM kombify.audit_log WHERE actor = 'zitadel'")[0]
             .get::<_, i64>(0),
@@ -731,11 +717,8 @@ fn feature_flags_apply_and_evaluate_in_order() {
         let (status, _, v) = get(tenant);
         assert_eq!(status, 200, "{v}");
         (
-            v["flags"][name]["enabled"].as_bool().expect("test value"),
-            v["flags"][name]["source"]
-                .as_str()
-                .expect("test value")
-                .to_string(),
+            v["flags"][name]["enabled"].as_bool().unwrap(),
+            v["flags"][name]["source"].as_str().unwrap().to_string(),
         )
     };
     assert_eq!(flag("acme", "beta-ui"), (false, "tenant".into()));
@@ -810,15 +793,15 @@ fn the_binary_starts_from_the_generated_config_and_names_missing_secrets() {
         .arg("127.0.0.1:0")
         .env_clear()
         .output()
-        .expect("test value");
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("PGPASSWORD"), "{stderr}");
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("test value")
+        .unwrap()
         .local_addr()
-        .expect("test value")
+        .unwrap()
         .port();
     let mut child = std::process::Command::new(exe)
         .arg("--config")
@@ -835,7 +818,7 @@ fn the_binary_starts_from_the_generated_config_and_names_missing_secrets() {
         ])
         .stderr(std::process::Stdio::null())
         .spawn()
-        .expect("test value");
+        .unwrap();
     let agent = ureq::Agent::new_with_config(
         ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -872,9 +855,9 @@ fn the_binary_starts_from_the_generated_config_and_names_missing_secrets() {
     let _ = child.wait();
     assert_eq!(status, 200);
     assert_eq!(rid.len(), 32);
-    let (code, text) = ready.expect("test value");
+    let (code, text) = ready.unwrap();
     if code != 200 {
-        let v: Value = serde_json::from_str(&text).expect("test value");
+        let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["error"]["code"], "not_ready", "{text}");
     }
 }

@@ -276,7 +276,10 @@ impl SsoEnv {
         rt.spawn(async move {
             sso::serve(listener, s, Limits::default(), std::future::pending()).await
         });
-        let http = reqwest::Client::builder().no_proxy().build()?;
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(kombiform_sys::tls::client_config()?)
+            .no_proxy()
+            .build()?;
         Ok(SsoEnv {
             rt,
             pg,

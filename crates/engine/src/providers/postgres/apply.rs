@@ -20,10 +20,10 @@ use postgres::{Client, Statement, Transaction};
 use serde_json::{json, Value};
 
 use super::read::transient_or;
-use super::{data_table_of, lossy_type_changes, table_resource, NAME};
 use crate::providers::AuditRecord;
 use kombiform_emit::sql::schema::{self, TableDef};
 use kombiform_emit::sql::{self, quote, DataTable, SCHEMA};
+use kombiform_emit::targets::postgres::{data_table_of, lossy_type_changes, table_resource, NAME};
 use kombiform_plan::{Action, AttrChange, Change};
 
 /// Prepared statements and what the transaction has done so far.

@@ -1,6 +1,6 @@
 //! Reading the platform database's live state in bulk: three catalog queries (columns,
 //! constraints, indexes of schema `kombify`) and one `SELECT` per managed table that exists,
-//! all in one read-only snapshot. Values are normalised like [`super::desired`] writes them.
+//! all in one read-only snapshot. Values are normalised like the target's `desired` writes them.
 //!
 //! Not here: rows of tables kombiform does not own (audit log, webhook events, SSO users) and
 //! the usage counters of `kombify.quotas`, which are never selected.
@@ -12,9 +12,11 @@ use postgres::types::ToSql;
 use postgres::{Client, IsolationLevel, Row, Transaction};
 use serde_json::{Map, Number, Value};
 
-use super::{column_attr, constraint_attr, fk_attr, index_attr, row_resource, table_address, NAME};
 use crate::providers::{LiveRead, Transient};
 use kombiform_emit::sql::{self, quote, schema, SCHEMA};
+use kombiform_emit::targets::postgres::{
+    column_attr, constraint_attr, fk_attr, index_attr, row_resource, table_address, NAME,
+};
 use kombiform_plan::Resource;
 
 /// One live column.
