@@ -234,8 +234,11 @@ pub fn emit(env: Env<'_>, files: &mut Files) {
     };
     files.insert(format!("{root}/main.bicep"), render("main.bicep", &main));
 
-    let databases = databases(&pg.databases);
+    let firewall = firewall_rules(&pg.allowed_cidrs);
+    let last_rule = firewall.last().map_or("allowAzure", |r| r.ident.as_str());
+    let databases = databases(&pg.databases, last_rule);
     let module_ctx = minijinja::context! {
+        firewall_rules => sv(&firewall),
         databases => sv(&databases),
         fd => sv(&fd),
         mon => sv(&monitoring(p)),
@@ -745,15 +748,49 @@ fn key_vault_secrets(p: &Platform, apps: &[App]) -> Vec<String> {
     all.into_iter().collect()
 }
 
+/// A PostgreSQL firewall rule for one block of `postgres.allowedCidrs`.
+#[derive(Serialize)]
+struct FirewallRule {
+    ident: String,
+    name: String,
+    start: String,
+    end: String,
+    /// The resource this one waits for: the server answers ServerIsBusy to concurrent writes.
+    after: String,
+}
+
+/// The firewall rules of `cidrs` (IPv4 blocks, checked by the spec), one after another after
+/// the Azure services rule.
+fn firewall_rules(cidrs: &[String]) -> Vec<FirewallRule> {
+    let mut out: Vec<FirewallRule> = Vec::with_capacity(cidrs.len());
+    for cidr in cidrs {
+        let Some((start, end)) = kombiform_model::ipv4_cidr_range(cidr) else {
+            continue;
+        };
+        let after = out
+            .last()
+            .map_or_else(|| "allowAzure".to_string(), |r| r.ident.clone());
+        out.push(FirewallRule {
+            ident: format!("allowClient{}", out.len()),
+            name: naming::postgres_firewall_rule(cidr),
+            start: start.to_string(),
+            end: end.to_string(),
+            after,
+        });
+    }
+    out
+}
+
 #[derive(Serialize)]
 struct Database {
     ident: String,
     name: String,
-    /// The resource this one waits for (the firewall rule, then the previous database).
+    /// The resource this one waits for (the last firewall rule, then the previous database).
     after: String,
 }
 
-fn databases(names: &[String]) -> Vec<Database> {
+/// The databases, one after another after `first_after` (the last firewall rule).
+fn databases(names: &[String], first_after: &str) -> Vec<Database> {
     let mut out: Vec<Database> = Vec::with_capacity(names.len());
     let mut taken = BTreeSet::new();
     for name in names {
@@ -764,7 +801,7 @@ fn databases(names: &[String]) -> Vec<Database> {
         }
         let after = out
             .last()
-            .map_or_else(|| "allowAzure".to_string(), |d| d.ident.clone());
+            .map_or_else(|| first_after.to_string(), |d| d.ident.clone());
         out.push(Database {
             ident: id,
             name: name.clone(),

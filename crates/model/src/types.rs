@@ -174,6 +174,16 @@ impl Platform {
     pub fn service(&self, name: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.name == name)
     }
+
+    /// The TLS every client of the platform database uses: `postgres.tls`, else
+    /// `verify-full` with the bundled Azure roots on Azure and `disable` elsewhere.
+    pub fn postgres_tls(&self) -> PostgresTls {
+        match (&self.postgres.tls, &self.azure) {
+            (Some(tls), _) => tls.clone(),
+            (None, Some(_)) => PostgresTls::azure(),
+            (None, None) => PostgresTls::disabled(),
+        }
+    }
 }
 
 /// Azure placement and naming.
@@ -517,6 +527,90 @@ pub struct Postgres {
     pub admin_user: String,
     /// Administrator password.
     pub admin_password: SecretRef,
+    /// TLS to the server, for `kombiform plan`/`apply`, `kombify-sso` and `kombify-health`.
+    /// Absent: `verify-full` against the bundled roots of Azure Database for PostgreSQL on
+    /// Azure environments, `disable` elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<PostgresTls>,
+    /// IPv4 ranges (CIDR) outside Azure that the server's firewall lets in besides Azure's
+    /// own services: the egress addresses of the CI runners (and operators) that run
+    /// `kombiform plan`/`apply`. Each becomes a firewall rule of the server (Azure only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_cidrs: Vec<String>,
+}
+
+/// How clients speak TLS to PostgreSQL.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PostgresTls {
+    /// `verify-full` (TLS only; the server's certificate must chain to a trusted root and
+    /// name the host connected to) or `disable` (plain TCP; never on Azure).
+    #[serde(default)]
+    pub mode: PostgresTlsMode,
+    /// PEM CA certificates to trust instead of the bundled roots of Azure Database for
+    /// PostgreSQL (DigiCert Global Root G2, Microsoft RSA Root Certificate Authority 2017),
+    /// e.g. a private CA, or the roots of another cloud. Certificates are public.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificates_pem: Option<String>,
+}
+
+impl PostgresTls {
+    /// Plain TCP.
+    pub fn disabled() -> PostgresTls {
+        PostgresTls {
+            mode: PostgresTlsMode::Disable,
+            ca_certificates_pem: None,
+        }
+    }
+
+    /// `verify-full` against the bundled roots of Azure Database for PostgreSQL.
+    pub fn azure() -> PostgresTls {
+        PostgresTls {
+            mode: PostgresTlsMode::VerifyFull,
+            ca_certificates_pem: None,
+        }
+    }
+}
+
+/// Whether and how a PostgreSQL connection uses TLS. There is no mode that may fall back to
+/// plain text, and none that encrypts without verifying whom it talks to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PostgresTlsMode {
+    /// Plain TCP: local servers only.
+    Disable,
+    /// TLS or no connection; the certificate chain is verified against the trusted roots
+    /// and the certificate must name the host (libpq's `sslmode=verify-full`).
+    #[default]
+    VerifyFull,
+}
+
+impl PostgresTlsMode {
+    /// The spec's spelling, as libpq's `sslmode` says it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PostgresTlsMode::Disable => "disable",
+            PostgresTlsMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// The first and last address of an IPv4 CIDR block such as `203.0.113.0/28`; `None` when
+/// `cidr` is not one (IPv6, no prefix length, a prefix over 32, or host bits set: the
+/// address must be the block's first, so that what is written is what is opened).
+pub fn ipv4_cidr_range(cidr: &str) -> Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)> {
+    let (ip, bits) = cidr.split_once('/')?;
+    let ip: std::net::Ipv4Addr = ip.parse().ok()?;
+    if bits.is_empty() || bits.len() > 2 || !bits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let bits: u32 = bits.parse().ok().filter(|b| *b <= 32)?;
+    let host_mask = u32::MAX.checked_shr(bits).unwrap_or(0);
+    let start = u32::from(ip);
+    if start & host_mask != 0 {
+        return None;
+    }
+    Some((ip, std::net::Ipv4Addr::from(start | host_mask)))
 }
 
 fn default_pg_port() -> u16 {
@@ -1041,40 +1135,63 @@ impl CollectionTemplate {
             _ => self.name.clone(),
         }
     }
-}
 
-/// Who may do what in a tenant collection. Every rule also requires an authenticated
-/// user of the same tenant; anonymous access is never granted.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CollectionAccess {
-    /// List and view.
-    #[serde(default = "default_member")]
-    pub read: AccessLevel,
-    /// Create.
-    #[serde(default = "default_member")]
-    pub create: AccessLevel,
-    /// Update.
-    #[serde(default = "default_member")]
-    pub update: AccessLevel,
-    /// Delete.
-    #[serde(default = "default_member")]
-    pub delete: AccessLevel,
-}
-
-impl Default for CollectionAccess {
-    fn default() -> Self {
-        CollectionAccess {
-            read: AccessLevel::Member,
-            create: AccessLevel::Member,
-            update: AccessLevel::Member,
-            delete: AccessLevel::Member,
-        }
+    /// The access levels, with the defaults of the template's type filled in.
+    pub fn levels(&self) -> Levels {
+        self.access.levels(self.kind)
     }
 }
 
-fn default_member() -> AccessLevel {
-    AccessLevel::Member
+/// Who may do what in a tenant collection. Every rule also requires an authenticated
+/// user of the same tenant; anonymous access is never granted. A level left out takes the
+/// default of the template's type ([`CollectionAccess::levels`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CollectionAccess {
+    /// List and view.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<AccessLevel>,
+    /// Create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create: Option<AccessLevel>,
+    /// Update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<AccessLevel>,
+    /// Delete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete: Option<AccessLevel>,
+}
+
+/// The access level of each operation, defaults filled in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Levels {
+    /// List and view.
+    pub read: AccessLevel,
+    /// Create.
+    pub create: AccessLevel,
+    /// Update.
+    pub update: AccessLevel,
+    /// Delete.
+    pub delete: AccessLevel,
+}
+
+impl CollectionAccess {
+    /// The levels for a template of `kind`. Defaults: `member` for everything in base
+    /// templates; in auth templates `read: member`, `update: owner` (a user's own record) and
+    /// `create`/`delete: nobody`, since user records are identities that kombify-sso creates.
+    pub fn levels(&self, kind: CollectionKind) -> Levels {
+        use AccessLevel::{Member, Nobody, Owner};
+        let (create, update, delete) = match kind {
+            CollectionKind::Base => (Member, Member, Member),
+            CollectionKind::Auth => (Nobody, Owner, Nobody),
+        };
+        Levels {
+            read: self.read.unwrap_or(Member),
+            create: self.create.unwrap_or(create),
+            update: self.update.unwrap_or(update),
+            delete: self.delete.unwrap_or(delete),
+        }
+    }
 }
 
 /// An access level of a tenant collection rule.
@@ -1126,6 +1243,48 @@ pub struct Field {
     /// Earlier names of this field: the deploy engine renames instead of dropping.
     #[serde(default)]
     pub renamed_from: Vec<String>,
+    /// Who may write this field. Left out: `superuser` in auth templates (a user record is
+    /// identity: its fields are kombify-sso's unless the template says otherwise), `members`
+    /// in base templates. See [`Field::writers`].
+    #[serde(default)]
+    pub writable_by: Option<Writers>,
+}
+
+/// Who may write a field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Writers {
+    /// Whoever the collection's `create`/`update` access admits. The ownership field is
+    /// still bound to the caller: see [`OWNER_FIELD`].
+    Members,
+    /// Superusers only (kombify-sso): a member's create or update that sets it is refused.
+    Superuser,
+}
+
+/// The fields of a tenant's user records that kombify-sso writes and that identify or
+/// authorise the user: the Zitadel subject and the role. Only superusers may write them; a
+/// template that lets members write them is the `member-writable-identity` diagnostic.
+pub const IDENTITY_FIELDS: [&str; 2] = [USER_SUBJECT_FIELD, USER_ROLE_FIELD];
+
+/// The field of a tenant's user records holding the Zitadel subject.
+pub const USER_SUBJECT_FIELD: &str = "zitadelSub";
+
+/// The field of a tenant's user records holding the user's role in the tenant.
+pub const USER_ROLE_FIELD: &str = "role";
+
+/// The ownership field of base templates: `owner` access levels compare it with the caller,
+/// and the generated rules bind it to the caller on create and keep members from changing it.
+pub const OWNER_FIELD: &str = "owner";
+
+impl Field {
+    /// Who may write this field in a template of `kind`: `writableBy`, or the default of
+    /// the template's type.
+    pub fn writers(&self, kind: CollectionKind) -> Writers {
+        self.writable_by.unwrap_or(match kind {
+            CollectionKind::Auth => Writers::Superuser,
+            CollectionKind::Base => Writers::Members,
+        })
+    }
 }
 
 /// PocketBase field types kombiform generates.
@@ -1181,4 +1340,37 @@ pub struct Index {
     /// Unique index.
     #[serde(default)]
     pub unique: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_cidr_ranges() {
+        let range = |c: &str| ipv4_cidr_range(c).map(|(a, b)| format!("{a}-{b}"));
+        assert_eq!(
+            range("203.0.113.7/32").as_deref(),
+            Some("203.0.113.7-203.0.113.7")
+        );
+        assert_eq!(
+            range("203.0.113.0/28").as_deref(),
+            Some("203.0.113.0-203.0.113.15")
+        );
+        assert_eq!(
+            range("0.0.0.0/0").as_deref(),
+            Some("0.0.0.0-255.255.255.255")
+        );
+        for bad in [
+            "203.0.113.7/28",
+            "203.0.113.7",
+            "203.0.113.0/33",
+            "203.0.113.0/+8",
+            "203.0.113.0/",
+            "2001:db8::/32",
+            "example.com/32",
+        ] {
+            assert_eq!(range(bad), None, "{bad}");
+        }
+    }
 }

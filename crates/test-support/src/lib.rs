@@ -10,6 +10,7 @@
 //!   working tree.
 //! - [`synthetic`]: the example platform with N generated tenants.
 //! - [`kong_check`]: typed checks of a generated Kong document.
+//! - [`tls`]: certificate authorities made at test time, for servers that speak TLS.
 //!
 //! Depends on the model and the spec loader only, so that every other crate's tests can use
 //! it without a dependency cycle. Not a mock layer and not part of any shipped binary.
@@ -19,6 +20,7 @@ pub mod pocketbase;
 pub mod postgres;
 mod process;
 pub mod synthetic;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 

@@ -7,9 +7,14 @@
 //! - [`Client::apply`] applies all changes it is given in one transaction under the
 //!   advisory lock [`kombiform_emit::sql::LOCK_KEY`]; every value goes through a query parameter.
 //!
+//! - [`Postgres::connect`] speaks TLS as the platform's `postgres.tls` says
+//!   ([`kombiform_model::Platform::postgres_tls`]): on Azure `verify-full` against the bundled
+//!   roots of Azure Database for PostgreSQL, never a fallback to plain text
+//!   ([`kombiform_sys::tls::postgres`]).
+//!
 //! Not here: what the specs want or what needs consent (the pure target); the usage counters
 //! (`kombify.quotas.used_*`) — they belong to the SSO service and are never read, compared or
-//! written; TLS (`sslmode=require` is refused at connect, see [`SslMode`]).
+//! written; the TLS rules themselves (`kombiform_sys::tls::postgres`).
 
 mod apply;
 mod read;
@@ -18,14 +23,15 @@ use std::fmt;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::ops::resolve_secret;
 use crate::providers::{AuditRecord, Client, LiveRead, Registration};
 
 use kombiform_emit::targets::postgres as target;
-use kombiform_model::Env;
+use kombiform_model::{Env, PostgresTls};
 use kombiform_plan::Change;
+use kombiform_sys::tls::postgres as pg_tls;
 
 /// The PostgreSQL provider.
 pub const REGISTRATION: Registration = Registration {
@@ -33,14 +39,9 @@ pub const REGISTRATION: Registration = Registration {
     connect: connect_env,
 };
 
-/// Connects to the platform database of `env` as its admin user: TLS required on Azure.
+/// Connects to the platform database of `env` as its admin user, with the platform's TLS.
 fn connect_env(env: Env<'_>) -> Result<Box<dyn Client>> {
     let p = env.platform;
-    let sslmode = if p.azure.is_some() {
-        SslMode::Require
-    } else {
-        SslMode::Disable
-    };
     let client = Postgres::connect(ConnectParams {
         host: p.postgres.host.clone(),
         port: p.postgres.port,
@@ -49,7 +50,7 @@ fn connect_env(env: Env<'_>) -> Result<Box<dyn Client>> {
             .ok()
             .map(|s| s.expose().to_string()),
         dbname: p.postgres.platform_database.clone(),
-        sslmode,
+        tls: p.postgres_tls(),
         connect_timeout: Duration::from_secs(10),
     })
     .with_context(|| {
@@ -59,19 +60,6 @@ fn connect_env(env: Env<'_>) -> Result<Box<dyn Client>> {
         )
     })?;
     Ok(Box::new(client))
-}
-
-/// How [`Postgres::connect`] treats TLS.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SslMode {
-    /// Plain TCP.
-    Disable,
-    /// TLS if possible: this build has no TLS connector, so this is plain TCP too.
-    Prefer,
-    /// TLS or nothing: refused, because this build cannot speak TLS to PostgreSQL. Reach a
-    /// server that requires TLS (Azure Flexible Server by default) through a TLS-terminating
-    /// local proxy, or turn `require_secure_transport` off on a private network.
-    Require,
 }
 
 /// Where and as whom to connect. The password is a resolved secret: it is never printed
@@ -88,8 +76,9 @@ pub struct ConnectParams {
     pub password: Option<String>,
     /// The platform database.
     pub dbname: String,
-    /// TLS.
-    pub sslmode: SslMode,
+    /// TLS: `verify-full` (against the bundled Azure roots or the spec's CA certificates)
+    /// or `disable`.
+    pub tls: PostgresTls,
     /// How long to wait for the connection.
     pub connect_timeout: Duration,
 }
@@ -105,7 +94,7 @@ impl fmt::Debug for ConnectParams {
                 &self.password.as_ref().map(|_| kombiform_plan::REDACTED),
             )
             .field("dbname", &self.dbname)
-            .field("sslmode", &self.sslmode)
+            .field("tls", &self.tls.mode)
             .finish()
     }
 }
@@ -132,8 +121,9 @@ impl fmt::Debug for Postgres {
 }
 
 impl Postgres {
-    /// Connects. Fails when the server is unreachable or refuses the login, and at once when
-    /// `sslmode` is [`SslMode::Require`] (no TLS in this build).
+    /// Connects. Fails when the server is unreachable or refuses the login, and, under
+    /// `verify-full`, when the server offers no TLS or its certificate is not trusted or does
+    /// not name `host` (the error says which).
     pub fn connect(params: ConnectParams) -> Result<Postgres> {
         let client = open(&params)?;
         Ok(Postgres {
@@ -169,23 +159,19 @@ fn open(params: &ConnectParams) -> Result<postgres::Client> {
     if let Some(pw) = &params.password {
         config.password(pw);
     }
-    match params.sslmode {
-        SslMode::Disable => {
-            config.ssl_mode(postgres::config::SslMode::Disable);
-        }
-        SslMode::Prefer => {
-            config.ssl_mode(postgres::config::SslMode::Prefer);
-        }
-        SslMode::Require => bail!(
-            "connecting to PostgreSQL {}: sslmode=require, but this build of kombiform cannot \
-             use TLS for PostgreSQL; connect through a TLS-terminating proxy with \
-             sslmode=disable, or use sslmode=disable on a private network",
-            params.describe()
-        ),
-    }
-    config
-        .connect(postgres::NoTls)
-        .map_err(read::transient_or)
+    config.ssl_mode(pg_tls::ssl_mode(&params.tls));
+    let connector = pg_tls::connector(&params.tls)
+        .with_context(|| format!("TLS for PostgreSQL {}", params.describe()))?;
+    let connected = match connector {
+        None => config.connect(postgres::NoTls),
+        Some(tls) => config.connect(tls),
+    };
+    connected
+        .map_err(|e| match pg_tls::explain(&e, &params.tls) {
+            // Not transient: a certificate or a server setting does not change by retrying.
+            Some(tls) => anyhow::Error::new(tls),
+            None => read::transient_or(e),
+        })
         .with_context(|| format!("connecting to PostgreSQL {}", params.describe()))
 }
 

@@ -1,7 +1,9 @@
 //! `kombify-health` against a REAL PostgreSQL and PocketBase (tests/it/support) and small fake
 //! HTTP servers for Kong's status endpoint and Zitadel's JWKS: all up, PocketBase down and back,
-//! a hanging dependency, the single-flight cache, `/health` with everything down, and the JSON
-//! error format. The configuration is `generated/local/services/health.json` with its addresses
+//! a hanging dependency, the single-flight cache, `/health` with everything down, the JSON
+//! error format, and the PostgreSQL check over TLS (a TLS-only server with a test CA: right
+//! CA up; another CA, the bundled Azure roots, a wrong host name, plain text against TLS and
+//! TLS against plain text down with code `tls`). The configuration is `generated/local/services/health.json` with its addresses
 //! pointed at the test servers, built with the same `from_config` the binary uses; one test runs
 //! the binary itself.
 //!
@@ -25,8 +27,10 @@ use kombiform_services::server;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
+use kombiform_model::{PostgresTls, PostgresTlsMode};
 use kombiform_test_support::pocketbase::PocketBase;
-use kombiform_test_support::postgres::Postgres;
+use kombiform_test_support::postgres::{Postgres, OTHER_LOOPBACK};
+use kombiform_test_support::tls::TestCa;
 
 /// The generated local configuration.
 fn local_config() -> Result<HealthConfig> {
@@ -615,29 +619,117 @@ fn the_binary_says_alive_while_every_dependency_is_down_and_logs_no_secret() -> 
     Ok(())
 }
 
-#[test]
-fn postgres_with_ssl_mode_require_never_falls_back_to_plain_text() -> Result<()> {
-    // The test server has no TLS: a check that asked for it must report down, not log in.
-    let pg = Postgres::start()?;
+/// The local config with only its PostgreSQL check, pointed at `host` on `pg` with `tls`.
+fn postgres_only(pg: &Postgres, host: &str, tls: PostgresTls) -> Result<HealthConfig> {
     let mut cfg = local_config()?;
     cfg.checks.retain(|c| c.name == "postgres");
     for check in &mut cfg.checks {
         if let Probe::Postgres(p) = &mut check.probe {
-            p.host = pg.host().to_string();
+            p.host = host.to_string();
             p.port = pg.port();
             p.database = "postgres".to_string();
-            p.ssl_mode = "require".to_string();
+            p.tls = tls.clone();
         }
     }
-    let report = runtime()?.block_on(readiness(&cfg)?.status());
+    Ok(cfg)
+}
+
+/// The probe's own failure (public message and log detail) for the PostgreSQL check of `cfg`.
+fn probe_failure(cfg: &HealthConfig) -> Result<Option<health::Failure>> {
+    let Some(Probe::Postgres(p)) = cfg.checks.first().map(|c| &c.probe) else {
+        bail!("no PostgreSQL check");
+    };
+    let target = health::PostgresTarget {
+        host: &p.host,
+        port: p.port,
+        database: &p.database,
+        user: &p.user,
+        tls: &p.tls,
+    };
+    let check = health::PostgresCheck::new(&target, "test-password", Duration::from_secs(10))
+        .map_err(anyhow::Error::msg)?;
+    Ok(runtime()?
+        .block_on(health::probe::Probe::probe(&check))
+        .err())
+}
+
+fn verify_full(ca: &TestCa) -> PostgresTls {
+    PostgresTls {
+        mode: PostgresTlsMode::VerifyFull,
+        ca_certificates_pem: Some(ca.pem()),
+    }
+}
+
+/// Asserts the check of `cfg` is down with code `tls`, the public `summary` (no host) and a
+/// log detail containing `detail`; both without the password.
+fn assert_tls_down(cfg: &HealthConfig, summary: &str, detail: &str) -> Result<()> {
+    let report = runtime()?.block_on(readiness(cfg)?.status());
     assert_eq!(report.status, Status::Down, "{report:?}");
-    assert_eq!(
-        report.checks[0].reason.as_ref().map(|r| r.code),
-        Some(FailureKind::Unreachable)
+    let reason = report.checks[0].reason.clone().context("no reason")?;
+    assert_eq!(reason.code, FailureKind::Tls, "{reason:?}");
+    assert_eq!(reason.message, summary);
+    let failure = probe_failure(cfg)?.context("the probe passed")?;
+    assert!(failure.detail.contains(detail), "{}", failure.detail);
+    assert!(
+        !failure.detail.contains("test-password"),
+        "{}",
+        failure.detail
     );
+    Ok(())
+}
+
+#[test]
+fn postgres_check_verifies_the_certificate_and_the_host_name() -> Result<()> {
+    let ca = TestCa::new("kombiform test CA")?;
+    let pg = Postgres::start_tls(&ca)?;
+
+    let right = postgres_only(&pg, pg.host(), verify_full(&ca))?;
+    let report = runtime()?.block_on(readiness(&right)?.status());
+    assert_eq!(report.status, Status::Up, "the right CA: {report:?}");
+
+    let other = TestCa::new("another CA")?;
+    let wrong_ca = postgres_only(&pg, pg.host(), verify_full(&other))?;
+    assert_tls_down(
+        &wrong_ca,
+        "TLS: the server certificate is not trusted",
+        "TLS certificate verification failed",
+    )?;
+    let bundled = postgres_only(&pg, pg.host(), PostgresTls::azure())?;
+    assert_tls_down(
+        &bundled,
+        "TLS: the server certificate is not trusted",
+        "bundled roots of Azure Database for PostgreSQL",
+    )?;
+    let wrong_host = postgres_only(&pg, OTHER_LOOPBACK, verify_full(&ca))?;
+    assert_tls_down(
+        &wrong_host,
+        "TLS: the server certificate does not match the host name",
+        "TLS host name verification failed",
+    )
+}
+
+#[test]
+fn postgres_check_never_mixes_plain_text_and_tls() -> Result<()> {
+    let ca = TestCa::new("kombiform test CA")?;
+    // A plain check against a server that accepts TLS logins only.
+    let tls_only = Postgres::start_tls(&ca)?;
+    let plain = postgres_only(&tls_only, tls_only.host(), PostgresTls::disabled())?;
+    assert_tls_down(
+        &plain,
+        "the server requires TLS",
+        "accepts only TLS connections",
+    )?;
+    // A verify-full check against a server without TLS: down, never a plain login.
+    let no_tls = Postgres::start()?;
+    let mut cfg = postgres_only(&no_tls, no_tls.host(), verify_full(&ca))?;
+    assert_tls_down(
+        &cfg,
+        "TLS: the server does not offer TLS",
+        "never falls back to plain text",
+    )?;
     for check in &mut cfg.checks {
         if let Probe::Postgres(p) = &mut check.probe {
-            p.ssl_mode = "disable".to_string();
+            p.tls = PostgresTls::disabled();
         }
     }
     let report = runtime()?.block_on(readiness(&cfg)?.status());

@@ -1,6 +1,7 @@
 //! The services' integration tests: `kombify-sso` and `kombify-health` against real
-//! PostgreSQL and PocketBase, with a fake Zitadel (`sso_env`); malformed requests over raw TCP
-//! against the binaries (`edge`, with `wire`).
+//! PostgreSQL and PocketBase, with a fake Zitadel (`sso_env`); their PostgreSQL clients over
+//! TLS (`sso_tls`, and in `health`); malformed requests over raw TCP against the binaries
+//! (`edge`, with `wire`).
 
 // Test code: unwrapping is how a test says "this must work" (clippy.toml allows it in
 // `#[test]` functions; this extends it to the helpers beside them).
@@ -10,4 +11,5 @@ mod edge;
 mod health;
 mod sso;
 mod sso_env;
+mod sso_tls;
 mod wire;

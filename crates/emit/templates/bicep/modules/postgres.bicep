@@ -77,7 +77,24 @@ resource allowAzure 'Microsoft.DBforPostgreSQL/flexibleServers/firewallRules@{{ 
   }
 }
 
-// Databases, one write at a time: the server answers ServerIsBusy to concurrent writes.
+// The addresses `kombiform plan` and `apply` connect from outside Azure (postgres.allowedCidrs:
+// CI runners, operators), one write at a time: the server answers ServerIsBusy to concurrent
+// writes.
+{% for rule in firewall_rules %}
+resource {{ rule.ident|raw }} 'Microsoft.DBforPostgreSQL/flexibleServers/firewallRules@{{ api.postgres }}' = {
+  parent: server
+  name: {{ rule.name|q }}
+  properties: {
+    startIpAddress: {{ rule.start|q }}
+    endIpAddress: {{ rule.end|q }}
+  }
+  dependsOn: [
+    {{ rule.after|raw }}
+  ]
+}
+
+{% endfor %}
+// Databases, one write at a time, after the firewall rules.
 {% for db in databases %}
 resource {{ db.ident|raw }} 'Microsoft.DBforPostgreSQL/flexibleServers/databases@{{ api.postgres }}' = {
   parent: server

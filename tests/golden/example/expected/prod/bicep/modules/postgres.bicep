@@ -77,7 +77,22 @@ resource allowAzure 'Microsoft.DBforPostgreSQL/flexibleServers/firewallRules@202
   }
 }
 
-// Databases, one write at a time: the server answers ServerIsBusy to concurrent writes.
+// The addresses `kombiform plan` and `apply` connect from outside Azure (postgres.allowedCidrs:
+// CI runners, operators), one write at a time: the server answers ServerIsBusy to concurrent
+// writes.
+resource allowClient0 'Microsoft.DBforPostgreSQL/flexibleServers/firewallRules@2025-08-01' = {
+  parent: server
+  name: 'kombiform-allow-203-0-113-0-28'
+  properties: {
+    startIpAddress: '203.0.113.0'
+    endIpAddress: '203.0.113.15'
+  }
+  dependsOn: [
+    allowAzure
+  ]
+}
+
+// Databases, one write at a time, after the firewall rules.
 resource databaseKombifyAdmin 'Microsoft.DBforPostgreSQL/flexibleServers/databases@2025-08-01' = {
   parent: server
   name: 'kombify_admin'
@@ -86,7 +101,7 @@ resource databaseKombifyAdmin 'Microsoft.DBforPostgreSQL/flexibleServers/databas
     collation: 'en_US.utf8'
   }
   dependsOn: [
-    allowAzure
+    allowClient0
   ]
 }
 
