@@ -246,6 +246,11 @@ impl Postgres {
         self.dir.path()
     }
 
+    /// The server log (stdout and stderr of `postgres`).
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
     /// URL of the default `postgres` database, e.g. `postgres://postgres@127.0.0.1:5555/postgres`
     /// (a plain TCP URL: a [`Postgres::start_tls`] server refuses it without TLS).
     pub fn url(&self) -> String {

@@ -23,6 +23,7 @@ use axum::Router;
 use kombiform_model::secret;
 use kombiform_model::services::{HealthConfig, Probe};
 use kombiform_services::health::{self, FailureKind, Readiness, ReadyReport, Status};
+use kombiform_services::server;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -38,16 +39,16 @@ fn local_config() -> Result<HealthConfig> {
 }
 
 /// Where each check of the local config should point in a test.
-struct Targets {
-    kong: String,
-    pocketbase: String,
-    jwks: String,
+pub(crate) struct Targets {
+    pub kong: String,
+    pub pocketbase: String,
+    pub jwks: String,
     /// Host and port of PostgreSQL.
-    postgres: (String, u16),
+    pub postgres: (String, u16),
 }
 
 /// The local config with every check pointed at `targets`, and the given timeout and TTL.
-fn config(targets: &Targets, timeout_ms: u32, ttl_ms: u32) -> Result<HealthConfig> {
+pub(crate) fn config(targets: &Targets, timeout_ms: u32, ttl_ms: u32) -> Result<HealthConfig> {
     let mut cfg = local_config()?;
     cfg.check_timeout_ms = timeout_ms;
     cfg.cache_ttl_ms = ttl_ms;
@@ -83,7 +84,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// A loopback port nothing listens on (bound, then released).
-fn closed_port() -> Result<u16> {
+pub(crate) fn closed_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding a probe port")?;
     Ok(l.local_addr()?.port())
 }
@@ -150,13 +151,18 @@ async fn fakes() -> Result<(Fake, Fake)> {
     ))
 }
 
-/// Serves `health::edge::app(readiness)` on a free loopback port; returns its base URL.
+/// Serves `health::edge::app(readiness)` on a free loopback port with the binary's server;
+/// returns its base URL.
 async fn serve(readiness: Readiness) -> Result<(String, JoinHandle<()>)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, health::edge::app(readiness)).await;
-    });
+    let app = health::edge::app(readiness);
+    let task = tokio::spawn(server::serve(
+        listener,
+        app,
+        server::Limits::default(),
+        std::future::pending(),
+    ));
     Ok((format!("http://{addr}"), task))
 }
 
