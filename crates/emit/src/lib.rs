@@ -41,12 +41,19 @@ pub fn build(model: &Model) -> Files {
 }
 
 /// Every file for every environment, after checking the graph of each environment for
-/// dependency cycles: `Err` names the environment and the resources of the cycle.
+/// dependency cycles and its Kong routes for shadowing (Kong 3.9's ranking): `Err` names the
+/// environment and the resources of the cycle, or the routes and a request both match.
 pub fn compile(model: &Model) -> Result<Files, String> {
     for env in model.envs() {
         if let Err(cycle) = targets::graph(env).order() {
             return Err(format!(
                 "resources of environment `{}` depend on each other: {cycle}",
+                env.name(),
+            ));
+        }
+        if let Some(shadow) = kong::shadowing(env).first() {
+            return Err(format!(
+                "the Kong config of environment `{}` has routes that shadow each other: {shadow}",
                 env.name(),
             ));
         }

@@ -170,6 +170,15 @@ pub struct Platform {
 }
 
 impl Platform {
+    /// The `iss` of platform tokens: `sso.platformTokens.issuer`, else `https://<domain>`.
+    pub fn token_issuer(&self) -> String {
+        self.sso
+            .platform_tokens
+            .issuer
+            .clone()
+            .unwrap_or_else(|| format!("https://{}", self.domain))
+    }
+
     /// The service named `name`.
     pub fn service(&self, name: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.name == name)
@@ -223,8 +232,8 @@ pub struct Zitadel {
     /// Client ids also accepted in `aud`, sorted.
     #[serde(default)]
     pub client_ids: Vec<String>,
-    /// Signing keys currently published in the issuer's JWKS (public keys, not secrets).
-    /// The OSS gateway validates tokens against these.
+    /// Signing keys published in the issuer's JWKS (public keys, not secrets). Informational:
+    /// the gateway verifies platform tokens (`sso.platformTokens`), never Zitadel's own.
     #[serde(default)]
     pub signing_keys: Vec<SigningKey>,
 }
@@ -261,7 +270,7 @@ pub struct SigningKey {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum KongEdition {
-    /// Kong OSS 3.9, DB-less: jwt plugin with static keys, one consumer per tenant.
+    /// Kong OSS 3.9, DB-less: jwt plugin verifying platform tokens, one consumer per tenant.
     Oss,
     /// Kong Enterprise: openid-connect with Zitadel discovery, consumer groups per plan.
     Enterprise,
@@ -278,7 +287,8 @@ pub struct Kong {
     /// Replicas and size of the gateway container.
     #[serde(default)]
     pub scale: Scale,
-    /// CIDRs allowed to reach internal routes (`access: internal`), sorted.
+    /// The environment's internal address ranges, sorted. Internal routes are not routed by
+    /// the public gateway at all (callers inside the environment reach the service directly).
     pub internal_cidrs: Vec<String>,
     /// Browser origins allowed by CORS.
     pub cors_origins: Vec<String>,
@@ -294,6 +304,39 @@ pub struct Kong {
     /// Enterprise license (Enterprise only).
     #[serde(default)]
     pub license: Option<SecretRef>,
+    /// Requests per client IP for traffic without a tenant: public routes and requests whose
+    /// token was refused. A tenant's plan limits replace it for that tenant's requests.
+    #[serde(default = "default_ip_rate_limits")]
+    pub ip_rate_limits: RateLimits,
+    /// OpenID Connect authorization-code login at the gateway (Enterprise only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_code: Option<AuthorizationCode>,
+}
+
+fn default_ip_rate_limits() -> RateLimits {
+    RateLimits {
+        second: Some(20),
+        minute: Some(600),
+        hour: None,
+        day: None,
+    }
+}
+
+/// The Enterprise gateway's browser login (OpenID Connect authorization code with PKCE): the
+/// gateway is the relying party, keeps the session in Redis and never creates a session for
+/// bearer-token calls.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthorizationCode {
+    /// The Zitadel client id of the gateway (a web application with a client secret).
+    pub client_id: String,
+    /// Its client secret.
+    pub client_secret: SecretRef,
+    /// Where Zitadel sends the browser back, e.g. `https://api.kombify.io/auth/callback`
+    /// (registered with the Zitadel application).
+    pub redirect_uri: String,
+    /// Where the browser goes after logging out.
+    pub logout_redirect_uri: String,
 }
 
 fn default_correlation_header() -> String {
@@ -464,7 +507,8 @@ pub enum Access {
     Public,
     /// A valid Zitadel access token of a known tenant.
     Authenticated,
-    /// Only from `kong.internalCidrs`; everyone else gets 404.
+    /// Not on the public gateway (it answers 404 under `/api/internal`): callers inside the
+    /// environment reach the service directly.
     Internal,
 }
 
@@ -487,6 +531,11 @@ pub struct Route {
     /// Whether Kong strips the matched prefix.
     #[serde(default)]
     pub strip_path: bool,
+    /// A public route that issues credentials (e.g. platform tokens): its per-IP limit
+    /// refuses requests while the rate-limit counters (Redis) are unreachable instead of
+    /// letting them through (`fault_tolerant: false`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fail_closed: bool,
 }
 
 /// The platform database.
@@ -681,6 +730,11 @@ fn default_redis_capacity() -> u32 {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FrontDoor {
+    /// The profile's `frontDoorId` (a GUID, from `az afd profile show --query frontDoorId`):
+    /// Front Door sends it to origins as `X-Azure-FDID`, and the gateway routes only requests
+    /// that carry it, so calls that bypass Front Door find no route. Not a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// `Standard_AzureFrontDoor` or `Premium_AzureFrontDoor`.
     #[serde(default = "default_fd_sku")]
     pub sku: String,
@@ -782,6 +836,102 @@ pub struct Sso {
     pub jwks_refresh_cooldown_seconds: u32,
     /// Secret used to authenticate internal calls (feature flag apply).
     pub internal_token: SecretRef,
+    /// The platform access tokens kombify-sso mints for the gateway.
+    #[serde(default)]
+    pub platform_tokens: PlatformTokens,
+}
+
+/// Platform access tokens: after validating a Zitadel token fully, kombify-sso mints a
+/// short-lived token of its own (issuer and audience ours) that the OSS gateway verifies.
+/// Its claim [`CREDENTIAL_CLAIM`] is `<tenant>.<key id>`, which selects exactly one Kong
+/// credential: each tenant has one credential per key listed here.
+///
+/// Rotation, one apply per step: add a key (the gateway accepts it, nothing signs with it);
+/// move `signs: true` to it (both keys are accepted: tokens signed with the old one stay
+/// valid until they expire); remove the old key once `ttlSeconds` have passed since the move.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlatformTokens {
+    /// `iss` of the tokens. Default: `https://<domain>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// `aud` of the tokens.
+    #[serde(default = "default_token_audience")]
+    pub audience: String,
+    /// Lifetime of a token in seconds (60..=3600); also the gateway's `maximum_expiration`.
+    #[serde(default = "default_platform_ttl")]
+    pub ttl_seconds: u32,
+    /// The signing keys, sorted by id: exactly one `signs`, every one accepted by the gateway.
+    #[serde(default)]
+    pub keys: Vec<TokenKey>,
+}
+
+impl Default for PlatformTokens {
+    fn default() -> Self {
+        PlatformTokens {
+            issuer: None,
+            audience: default_token_audience(),
+            ttl_seconds: default_platform_ttl(),
+            keys: Vec::new(),
+        }
+    }
+}
+
+impl PlatformTokens {
+    /// The key kombify-sso signs with.
+    pub fn signer(&self) -> Option<&TokenKey> {
+        self.keys.iter().find(|k| k.signs)
+    }
+}
+
+fn default_token_audience() -> String {
+    "kombify-api".to_string()
+}
+
+fn default_platform_ttl() -> u32 {
+    300
+}
+
+/// The claim of a platform token that selects its Kong credential: `<tenant>.<key id>`.
+pub const CREDENTIAL_CLAIM: &str = "kombify_credential";
+
+/// One platform token signing key. The private key stays in Key Vault.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TokenKey {
+    /// Key id (lowercase letters, digits, `-`; at most 32): the JOSE `kid` and the suffix of
+    /// every credential of this key.
+    pub id: String,
+    /// Signature algorithm.
+    #[serde(default)]
+    pub algorithm: TokenAlgorithm,
+    /// The public key, PEM (`-----BEGIN PUBLIC KEY-----`).
+    pub public_key_pem: String,
+    /// The private key (PKCS#8 PEM), read by kombify-sso only.
+    pub private_key: SecretRef,
+    /// Whether kombify-sso signs with this key (exactly one key signs).
+    #[serde(default)]
+    pub signs: bool,
+}
+
+/// A platform token signature algorithm.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum TokenAlgorithm {
+    /// ECDSA P-256 with SHA-256.
+    #[default]
+    ES256,
+    /// RSA PKCS#1 v1.5 with SHA-256.
+    RS256,
+}
+
+impl TokenAlgorithm {
+    /// `ES256` or `RS256`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenAlgorithm::ES256 => "ES256",
+            TokenAlgorithm::RS256 => "RS256",
+        }
+    }
 }
 
 fn default_token_ttl() -> u32 {

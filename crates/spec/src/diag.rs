@@ -80,6 +80,14 @@ impl Diagnostic {
         }
     }
 
+    /// A warning: the specs build, but something looks wrong.
+    pub fn warning(code: &'static str, message: impl Into<String>, primary: Label) -> Diagnostic {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(code, message, primary)
+        }
+    }
+
     /// Adds a hint.
     pub fn hint(mut self, hint: impl Into<String>) -> Diagnostic {
         self.hint = Some(hint.into());

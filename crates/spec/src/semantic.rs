@@ -122,6 +122,7 @@ fn normalise(model: &mut Model) {
         p.postgres.allowed_cidrs.dedup();
         p.zitadel.client_ids.sort();
         p.zitadel.signing_keys.sort_by(|a, b| a.kid.cmp(&b.kid));
+        p.sso.platform_tokens.keys.sort_by(|a, b| a.id.cmp(&b.id));
     }
     for p in &mut model.plans {
         p.features.sort();
@@ -235,6 +236,102 @@ fn check_url(url: &str, what: &str, at: Label, diags: &mut Vec<Diagnostic>) {
             Diagnostic::error("invalid-url", format!("{what} `{url}` {p}"), at)
                 .hint("write an absolute https URL"),
         );
+    }
+}
+
+/// `sso.platformTokens`: the OSS gateway verifies platform tokens, so it needs keys, exactly
+/// one of which signs; key ids name Kong credentials (`<tenant>.<id>`).
+fn check_platform_tokens(l: &Located<Platform>, diags: &mut Vec<Diagnostic>) {
+    let p = &l.item;
+    let t = &p.sso.platform_tokens;
+    let base = ["spec", "sso", "platformTokens"];
+    let authenticated = p
+        .services
+        .iter()
+        .filter(|s| s.enabled)
+        .flat_map(|s| &s.routes)
+        .any(|r| r.access == Access::Authenticated);
+    if p.kong.edition == KongEdition::Oss && authenticated && t.keys.is_empty() {
+        diags.push(
+            Diagnostic::error(
+                "missing-signing-key",
+                "the OSS gateway verifies platform tokens, but `sso.platformTokens.keys` is empty",
+                l.key_label(&["spec"], "sso"),
+            )
+            .hint("add a key (`kombiform keygen`), or use `kong.edition: enterprise`"),
+        );
+    }
+    if !t.keys.is_empty() && t.keys.iter().filter(|k| k.signs).count() != 1 {
+        diags.push(
+            Diagnostic::error(
+                "token-key-signer",
+                "exactly one key of `sso.platformTokens.keys` must have `signs: true`",
+                l.label(&[&base[..], &["keys"]].concat()),
+            )
+            .hint("rotation: add the new key, then move `signs: true` to it, then remove the old key"),
+        );
+    }
+    if !(60..=3600).contains(&t.ttl_seconds) {
+        diags.push(
+            Diagnostic::error(
+                "out-of-range",
+                format!("`ttlSeconds` {} is outside 60..=3600", t.ttl_seconds),
+                l.label(&[&base[..], &["ttlSeconds"]].concat()),
+            )
+            .hint("platform tokens are short-lived: the gateway refuses longer ones"),
+        );
+    }
+    if let Some(issuer) = &t.issuer {
+        check_url(issuer, "platform token issuer", l.label(&[&base[..], &["issuer"]].concat()), diags);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, k) in t.keys.iter().enumerate() {
+        let idx = i.to_string();
+        let at = |f: &str| l.label(&[&base[..], &["keys", &idx, f]].concat());
+        let valid = !k.id.is_empty()
+            && k.id.len() <= 32
+            && k.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !k.id.starts_with('-');
+        if !valid {
+            diags.push(
+                Diagnostic::error("invalid-name", format!("token key id `{}` is not valid", k.id), at("id"))
+                    .hint("lowercase letters, digits and `-`, at most 32: it ends every credential key `<tenant>.<id>`"),
+            );
+        } else if !seen.insert(k.id.as_str()) {
+            diags.push(
+                Diagnostic::error("duplicate-name", format!("token key `{}` is defined twice", k.id), at("id"))
+                    .hint("key ids are unique"),
+            );
+        }
+        check_pem(&k.public_key_pem, "PUBLIC KEY", "token key", at("publicKeyPem"), diags);
+    }
+}
+
+/// Front Door in front of the gateway: without its id the gateway routes requests that
+/// bypass Front Door too.
+fn check_gateway_edge(l: &Located<Platform>, diags: &mut Vec<Diagnostic>) {
+    let p = &l.item;
+    if let Some(a) = &p.kong.authorization_code {
+        check_url(&a.redirect_uri, "redirect uri", l.label(&["spec", "kong", "authorizationCode", "redirectUri"]), diags);
+        check_url(&a.logout_redirect_uri, "logout redirect uri", l.label(&["spec", "kong", "authorizationCode", "logoutRedirectUri"]), diags);
+    }
+    let Some(fd) = &p.front_door else {
+        return;
+    };
+    match &fd.id {
+        Some(id) if !is_guid(id) => diags.push(
+            Diagnostic::error("invalid-id", format!("front door id `{id}` is not a GUID"), l.label(&["spec", "frontDoor", "id"]))
+                .hint("copy the profile's frontDoorId: `az afd profile show --query frontDoorId`"),
+        ),
+        Some(_) => {}
+        None => diags.push(
+            Diagnostic::warning(
+                "front-door-id-missing",
+                "the gateway routes requests that bypass Front Door until `frontDoor.id` is set",
+                l.key_label(&["spec"], "frontDoor"),
+            )
+            .hint("after the first apply, copy the profile's frontDoorId (`az afd profile show --query frontDoorId`) into `frontDoor.id`"),
+        ),
     }
 }
 
@@ -360,16 +457,8 @@ fn check_platform(l: &Located<Platform>, diags: &mut Vec<Diagnostic>) {
         l.label(&["spec", "pocketbase", "url"]),
         diags,
     );
-    if p.kong.edition == KongEdition::Oss && p.zitadel.signing_keys.is_empty() {
-        diags.push(
-            Diagnostic::error(
-                "missing-signing-key",
-                "the OSS gateway validates tokens against static keys, but `zitadel.signingKeys` is empty",
-                l.key_label(&["spec", "zitadel"], "issuer"),
-            )
-            .hint("add the public key(s) from the issuer's JWKS, or use `kong.edition: enterprise`"),
-        );
-    }
+    check_platform_tokens(l, diags);
+    check_gateway_edge(l, diags);
     for (i, k) in p.zitadel.signing_keys.iter().enumerate() {
         let idx = i.to_string();
         check_pem(

@@ -6,8 +6,11 @@
 //! the edition's allow-list, rate-limiting periods non-decreasing and policy `local`/`redis`,
 //! no TLS fields on http services, every reference resolving (certificates, CA certificates,
 //! consumer groups), no consumer groups in OSS, unique route names and paths, unique
-//! consumers and JWT keys, internal paths guarded, authenticated routes authenticating, and
-//! no secret written as a value. It is not a full Kong schema: it knows what kombiform
+//! consumers and JWT keys, internal paths guarded, authenticated routes authenticating, the
+//! anonymous consumer of `jwt` never reaching a service (its own `request-termination`),
+//! Enterprise in Kong's DB-less form (top-level `consumer_group_consumers` and
+//! `consumer_group`-scoped plugins, never decK's nested `groups`), bearer calls without
+//! sessions, and no secret written as a value. It is not a full Kong schema: it knows what kombiform
 //! emits, and rejects everything else.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -110,7 +113,16 @@ struct Doc {
     #[serde(default)]
     consumers: Vec<Consumer>,
     #[serde(default)]
+    consumer_group_consumers: Option<Vec<GroupMember>>,
+    #[serde(default)]
     plugins: Vec<Plugin>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupMember {
+    consumer: String,
+    consumer_group: String,
 }
 
 #[derive(Deserialize)]
@@ -156,6 +168,10 @@ struct RouteE {
     paths: Vec<String>,
     #[serde(default)]
     methods: Option<Vec<String>>,
+    #[serde(default)]
+    headers: Option<BTreeMap<String, Vec<String>>>,
+    #[serde(default)]
+    regex_priority: Option<u32>,
     protocols: Vec<String>,
     #[allow(dead_code)] // typed: must be a boolean
     strip_path: bool,
@@ -175,7 +191,8 @@ struct ConsumerGroup {
 #[serde(deny_unknown_fields)]
 struct Consumer {
     username: String,
-    custom_id: String,
+    #[serde(default)]
+    custom_id: Option<String>,
     #[serde(default)]
     acls: Vec<AclGroup>,
     #[serde(default)]
@@ -240,6 +257,17 @@ struct JwtConfig {
     run_on_preflight: Option<bool>,
     #[serde(default)]
     maximum_expiration: Option<u32>,
+    #[serde(default)]
+    anonymous: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FunctionConfig {
+    #[serde(default)]
+    header_filter: Vec<String>,
+    #[serde(default)]
+    body_filter: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -360,6 +388,36 @@ struct OpenidConnectConfig {
     session_cookie_same_site: Option<String>,
     #[serde(default)]
     redis: Option<RedisConfig>,
+    #[serde(default)]
+    disable_session: Vec<String>,
+    #[serde(default)]
+    client_id: Vec<String>,
+    #[serde(default)]
+    client_secret: Vec<String>,
+    #[serde(default)]
+    client_auth: Vec<String>,
+    #[serde(default)]
+    redirect_uri: Vec<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    response_mode: Option<String>,
+    #[serde(default)]
+    require_proof_key_for_code_exchange: Option<bool>,
+    #[serde(default)]
+    login_methods: Vec<String>,
+    #[serde(default)]
+    login_action: Option<String>,
+    #[serde(default)]
+    preserve_query_args: Option<bool>,
+    #[serde(default)]
+    logout_uri_suffix: Option<String>,
+    #[serde(default)]
+    logout_methods: Vec<String>,
+    #[serde(default)]
+    logout_revoke: Option<bool>,
+    #[serde(default)]
+    logout_redirect_uri: Vec<String>,
 }
 
 /// Where a plugin sits, which decides what it may be.
@@ -426,11 +484,10 @@ impl Checker {
                             format!("group `{}` is defined twice", g.name),
                         );
                     }
-                    for (j, p) in g.plugins.iter().enumerate() {
-                        self.plugin(
-                            &format!("/consumer_groups/{i}/plugins/{j}"),
-                            p,
-                            Scope::ConsumerGroup,
+                    if !g.plugins.is_empty() {
+                        self.err(
+                            &format!("/consumer_groups/{i}/plugins"),
+                            "decK's nested form: DB-less Kong takes group plugins as top-level `plugins` with `consumer_group`",
                         );
                     }
                 }
@@ -466,31 +523,32 @@ impl Checker {
 
         let mut usernames = BTreeSet::new();
         let mut custom_ids = BTreeSet::new();
+        let anonymous_users: BTreeSet<&str> = self.anonymous_consumers(d);
         let mut jwt_keys = BTreeSet::new();
         for (i, c) in d.consumers.iter().enumerate() {
             let at = format!("/consumers/{i}");
             if !usernames.insert(c.username.as_str()) {
                 self.err(&at, format!("consumer `{}` is defined twice", c.username));
             }
-            if !custom_ids.insert(c.custom_id.as_str()) {
-                self.err(&at, format!("custom_id `{}` is used twice", c.custom_id));
-            }
-            match (&c.groups, oss) {
-                (Some(_), true) => self.err(
-                    &format!("{at}/groups"),
-                    "consumer groups are Enterprise-only",
-                ),
-                (Some(groups), false) => {
-                    for (j, g) in groups.iter().enumerate() {
-                        if !group_names.contains(g.name.as_str()) {
-                            self.err(
-                                &format!("{at}/groups/{j}"),
-                                format!("no consumer group `{}`", g.name),
-                            );
-                        }
-                    }
+            match &c.custom_id {
+                Some(id) if !custom_ids.insert(id.as_str()) => {
+                    self.err(&at, format!("custom_id `{id}` is used twice"));
                 }
-                (None, _) => {}
+                Some(_) => {}
+                None if anonymous_users.contains(c.username.as_str()) => {
+                    self.anonymous_consumer(&at, c);
+                }
+                None => self.err(&at, "a tenant consumer needs its custom_id (the organization id)"),
+            }
+            if c.groups.as_ref().is_some_and(|g| g.iter().all(|g| !g.name.is_empty())) {
+                self.err(
+                    &format!("{at}/groups"),
+                    if oss {
+                        "consumer groups are Enterprise-only"
+                    } else {
+                        "decK's nested form: DB-less Kong takes memberships as top-level `consumer_group_consumers`"
+                    },
+                );
             }
             for (j, s) in c.jwt_secrets.iter().enumerate() {
                 let sat = format!("{at}/jwt_secrets/{j}");
@@ -511,8 +569,76 @@ impl Checker {
                 self.plugin(&format!("{at}/plugins/{j}"), p, Scope::Consumer);
             }
         }
+        match (&d.consumer_group_consumers, oss) {
+            (Some(_), true) => self.err("/consumer_group_consumers", "consumer groups are Enterprise-only"),
+            (Some(members), false) => {
+                let mut seen = BTreeSet::new();
+                for (i, m) in members.iter().enumerate() {
+                    let at = format!("/consumer_group_consumers/{i}");
+                    if !usernames.contains(m.consumer.as_str()) {
+                        self.err(&at, format!("no consumer `{}`", m.consumer));
+                    }
+                    if !group_names.contains(m.consumer_group.as_str()) {
+                        self.err(&at, format!("no consumer group `{}`", m.consumer_group));
+                    }
+                    if !seen.insert(m.consumer.as_str()) {
+                        self.err(&at, format!("consumer `{}` is in two plan groups", m.consumer));
+                    }
+                }
+            }
+            (None, _) => {}
+        }
         for (j, p) in d.plugins.iter().enumerate() {
-            self.plugin(&format!("/plugins/{j}"), p, Scope::Global);
+            let at = format!("/plugins/{j}");
+            if let Some(g) = &p.consumer_group {
+                if oss {
+                    self.err(&format!("{at}/consumer_group"), "consumer groups are Enterprise-only");
+                } else if !group_names.contains(g.as_str()) {
+                    self.err(&format!("{at}/consumer_group"), format!("no consumer group `{g}`"));
+                }
+                self.plugin(&at, p, Scope::ConsumerGroup);
+            } else {
+                self.plugin(&at, p, Scope::Global);
+            }
+        }
+        for (name, at) in self.anonymous_refs(d) {
+            if !usernames.contains(name.as_str()) {
+                self.err(&at, format!("anonymous consumer `{name}` does not exist"));
+            }
+        }
+    }
+
+    /// Consumers named by a `jwt` plugin's `anonymous`.
+    fn anonymous_consumers<'d>(&self, d: &'d Doc) -> BTreeSet<&'d str> {
+        all_plugins(d)
+            .filter(|p| p.name == "jwt")
+            .filter_map(|p| p.config.get("anonymous").and_then(Value::as_str))
+            .collect()
+    }
+
+    fn anonymous_refs(&self, d: &Doc) -> Vec<(String, String)> {
+        all_plugins(d)
+            .filter(|p| p.name == "jwt")
+            .filter_map(|p| p.config.get("anonymous").and_then(Value::as_str))
+            .map(|n| (n.to_string(), "/…/plugins/jwt/config/anonymous".to_string()))
+            .collect()
+    }
+
+    /// The consumer of refused tokens: no credentials, and its requests always end in a 401
+    /// from its own `request-termination` (after its own per-IP `rate-limiting`).
+    fn anonymous_consumer(&mut self, at: &str, c: &Consumer) {
+        if !c.jwt_secrets.is_empty() {
+            self.err(&format!("{at}/jwt_secrets"), "the anonymous consumer must hold no credential");
+        }
+        let terminates = c.plugins.iter().any(|p| {
+            p.name == "request-termination"
+                && p.config.get("status_code").and_then(Value::as_u64) == Some(401)
+        });
+        if !terminates {
+            self.err(at, "the anonymous consumer must end every request with request-termination 401: otherwise refused tokens reach the services");
+        }
+        if !c.plugins.iter().any(|p| p.name == "rate-limiting") {
+            self.err(at, "the anonymous consumer needs its per-IP rate-limiting");
         }
     }
 
@@ -589,6 +715,18 @@ impl Checker {
         if r.paths.is_empty() {
             self.err(&format!("{at}/paths"), "a route needs paths");
         }
+        let regex = r.paths.iter().any(|p| p.starts_with('~'));
+        if regex != r.regex_priority.is_some() {
+            self.err(
+                &format!("{at}/regex_priority"),
+                "regex paths need a regex_priority (plain prefixes ignore it)",
+            );
+        }
+        for (h, values) in r.headers.iter().flatten() {
+            if h.is_empty() || values.is_empty() || h.eq_ignore_ascii_case("host") {
+                self.err(&format!("{at}/headers"), format!("header `{h}`: a name other than host and at least one value"));
+            }
+        }
         if r.protocols.iter().any(|p| p != "http" && p != "https") || r.protocols.is_empty() {
             self.err(&format!("{at}/protocols"), "only http and https");
         }
@@ -614,7 +752,7 @@ impl Checker {
             None => vec!["*"],
         };
         for p in &r.paths {
-            if !p.starts_with('/') {
+            if !literal_path(p).starts_with('/') {
                 self.err(
                     &format!("{at}/paths"),
                     format!("`{p}` does not start with /"),
@@ -640,10 +778,9 @@ impl Checker {
             }
         }
         let names_of: BTreeSet<&str> = r.plugins.iter().map(|p| p.name.as_str()).collect();
-        let internal = r
-            .paths
-            .iter()
-            .any(|p| p == "/api/internal" || p.starts_with("/api/internal/"));
+        let internal = r.paths.iter().map(|p| literal_path(p)).any(|p| {
+            p == "/api/internal" || p.starts_with("/api/internal/")
+        });
         if internal
             && !names_of.contains("ip-restriction")
             && !names_of.contains("request-termination")
@@ -729,10 +866,10 @@ impl Checker {
             );
             return;
         }
-        if p.consumer_group.is_some() {
+        if p.consumer_group.is_some() && scope != Scope::ConsumerGroup {
             self.err(
                 &format!("{at}/consumer_group"),
-                "scope plugins by nesting them in a consumer group",
+                "consumer_group only on top-level plugins",
             );
         }
         if p.enabled == Some(false) {
@@ -759,6 +896,13 @@ impl Checker {
                             &format!("{cat}/claims_to_verify"),
                             "tokens must expire: verify exp",
                         );
+                    }
+                    match c.maximum_expiration {
+                        Some(m) if (1..=31_536_000).contains(&m) => {}
+                        _ => self.err(
+                            &format!("{cat}/maximum_expiration"),
+                            "set it (1..=31536000): tokens must be short-lived",
+                        ),
                     }
                 }
             }
@@ -843,6 +987,27 @@ impl Checker {
                     }
                 }
             }
+            "post-function" => {
+                if scope != Scope::Global {
+                    self.err(at, "kombiform emits post-function globally only");
+                }
+                if let Some(c) = self.config::<FunctionConfig>(&cat, &p.config) {
+                    if c.header_filter.is_empty() && c.body_filter.is_empty() {
+                        self.err(&cat, "no function");
+                    }
+                    for f in c.header_filter.iter().chain(&c.body_filter) {
+                        let forbidden = ["require(", "require \"", "os.", "io.", "loadstring", "ngx.pipe"];
+                        let uses = |w: &str| {
+                            f.match_indices(w).any(|(i, _)| {
+                                i == 0 || !f.as_bytes()[i - 1].is_ascii_alphanumeric()
+                            })
+                        };
+                        if forbidden.iter().any(|w| uses(w)) {
+                            self.err(&cat, "functions use only the kong PDK (the sandbox refuses the rest)");
+                        }
+                    }
+                }
+            }
             "openid-connect" => {
                 if scope == Scope::Consumer || scope == Scope::ConsumerGroup {
                     self.err(at, "openid-connect cannot be scoped to a consumer");
@@ -867,6 +1032,31 @@ impl Checker {
                     }
                     if let Some(r) = &c.redis {
                         self.redis(&format!("{cat}/redis"), r);
+                    }
+                    if c.auth_methods.iter().any(|m| m == "session")
+                        && !c.disable_session.iter().any(|m| m == "bearer")
+                    {
+                        self.err(
+                            &format!("{cat}/disable_session"),
+                            "bearer calls would create sessions: list `bearer`",
+                        );
+                    }
+                    if c.auth_methods.iter().any(|m| m == "authorization_code") {
+                        if c.client_id.is_empty() || c.redirect_uri.is_empty() {
+                            self.err(&cat, "authorization code needs client_id and redirect_uri");
+                        }
+                        if !c.client_secret.iter().all(|s| is_vault_ref(s)) || c.client_secret.is_empty() {
+                            self.err(&format!("{cat}/client_secret"), "must be vault references");
+                        }
+                        if c.require_proof_key_for_code_exchange != Some(true) {
+                            self.err(&cat, "authorization code without PKCE");
+                        }
+                        if c.session_storage.is_none() {
+                            self.err(&cat, "authorization code needs a session store");
+                        }
+                        let _ = (&c.client_auth, &c.scopes, &c.response_mode, &c.login_methods);
+                        let _ = (&c.login_action, c.preserve_query_args, &c.logout_uri_suffix);
+                        let _ = (&c.logout_methods, c.logout_revoke, &c.logout_redirect_uri);
                     }
                 }
             }
@@ -989,7 +1179,7 @@ impl Checker {
                 for (k, v) in m {
                     let here = format!("{at}/{k}");
                     if let Value::String(s) = v {
-                        let secretish = matches!(k.as_str(), "password" | "session_secret" | "key")
+                        let secretish = matches!(k.as_str(), "password" | "session_secret" | "key" | "client_secret")
                             && !here.contains("/jwt_secrets/");
                         if secretish && !is_vault_ref(s) {
                             self.err(&here, "must be a vault reference, never the value");
@@ -1006,6 +1196,27 @@ impl Checker {
             _ => {}
         }
     }
+}
+
+/// The literal path of a route path: a plain prefix as it is, a whole-segment regex
+/// `~P(?:/|$)` as `P` (other regexes as written).
+fn literal_path(p: &str) -> String {
+    match p.strip_prefix('~') {
+        Some(r) => r.strip_suffix("(?:/|$)").unwrap_or(r).replace("\\.", "."),
+        None => p.to_string(),
+    }
+}
+
+/// Every plugin of a document, wherever it sits.
+fn all_plugins(d: &Doc) -> impl Iterator<Item = &Plugin> {
+    let services = d.services.iter().flat_map(|s| {
+        s.plugins
+            .iter()
+            .chain(s.routes.iter().flat_map(|r| r.plugins.iter()))
+    });
+    let routes = d.routes.iter().flat_map(|r| r.plugins.iter());
+    let consumers = d.consumers.iter().flat_map(|c| c.plugins.iter());
+    services.chain(routes).chain(consumers).chain(d.plugins.iter())
 }
 
 /// `{vault://<vault>/<resource>...}`.

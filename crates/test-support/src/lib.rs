@@ -108,6 +108,12 @@ pub fn enterprise_model() -> Model {
     for p in &mut m.platforms {
         p.kong.edition = KongEdition::Enterprise;
         p.kong.session_secret = Some(SecretRef::KeyVault("kong-session-secret".into()));
+        p.kong.authorization_code = Some(kombiform_model::AuthorizationCode {
+            client_id: "284713422512963586".into(),
+            client_secret: SecretRef::KeyVault("kong-oidc-client-secret".into()),
+            redirect_uri: format!("https://api.{}/auth/callback", p.domain),
+            logout_redirect_uri: format!("https://app.{}/", p.domain),
+        });
     }
     m
 }
