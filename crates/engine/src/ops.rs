@@ -61,7 +61,7 @@ pub fn connect(env: Env<'_>) -> Result<Vec<Provider>> {
     let never = Interrupt::default();
     providers::REGISTRY
         .iter()
-        .filter(|r| r.target.applies(env))
+        .filter(|r| r.target.applies(env) && (r.available)(env))
         .map(|r| {
             let client = apply::retrying(&opts, &never, || (r.connect)(env), &|_, _, _| {})?;
             Ok(Provider {

@@ -258,7 +258,7 @@ fn check_platform_tokens(l: &Located<Platform>, diags: &mut Vec<Diagnostic>) {
                 "the OSS gateway verifies platform tokens, but `sso.platformTokens.keys` is empty",
                 l.key_label(&["spec"], "sso"),
             )
-            .hint("add a key (`kombiform keygen`), or use `kong.edition: enterprise`"),
+            .hint("add a P-256 key: its private key (PKCS#8 PEM) in Key Vault as `privateKey`, its public key as `publicKeyPem`; or use `kong.edition: enterprise`"),
         );
     }
     if !t.keys.is_empty() && t.keys.iter().filter(|k| k.signs).count() != 1 {

@@ -110,7 +110,7 @@ fn flush_left(lua: &str) -> String {
 /// `header_filter`: marks Kong's own errors, fixes their headers and picks the request id.
 fn header_filter(correlation_header: &str) -> String {
     let mut lua = String::new();
-    lua.push_str("-- kombiform: Kong's own errors in the platform format (see generated docs).\n");
+    lua.push_str("-- kombiform: Kong's own errors in the platform format (crates/emit/src/kong/errors.rs).\n");
     lua.push_str("local function safe(id)\n");
     lua.push_str("  if type(id) == \"table\" then id = id[1] end\n");
     lua.push_str("  if type(id) ~= \"string\" or #id == 0 or #id > 128 then return nil end\n");

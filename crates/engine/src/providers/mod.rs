@@ -7,6 +7,7 @@
 //! matches on no provider name. Adding a target's client is one module and one entry.
 //! Providers never print; they report through return values.
 
+pub mod kong;
 pub mod pocketbase;
 pub mod postgres;
 
@@ -48,11 +49,23 @@ pub struct Registration {
     pub target: &'static dyn Target,
     /// Connects the client, resolving the environment's secrets.
     pub connect: fn(Env<'_>) -> Result<Box<dyn Client>>,
+    /// Whether the environment has something for this client to talk to (Kong: a gateway
+    /// runtime kombiform delivers to). Targets without one stay in the graph, not in plans.
+    pub available: fn(Env<'_>) -> bool,
 }
 
-/// Every provider kombiform can plan and apply. Targets without an entry here (Azure, Kong)
-/// appear in the graph but are not planned yet.
-pub const REGISTRY: &[Registration] = &[postgres::REGISTRATION, pocketbase::REGISTRATION];
+/// [`Registration::available`] of providers every environment has.
+pub fn always(_env: Env<'_>) -> bool {
+    true
+}
+
+/// Every provider kombiform can plan and apply. Targets without an entry here (Azure) appear
+/// in the graph but are not planned yet.
+pub const REGISTRY: &[Registration] = &[
+    kong::REGISTRATION,
+    postgres::REGISTRATION,
+    pocketbase::REGISTRATION,
+];
 
 /// A connected provider.
 pub struct Provider {

@@ -45,6 +45,7 @@ const BODY_LIMIT: usize = 256 * 1024 * 1024;
 pub const REGISTRATION: Registration = Registration {
     target: &target::PocketBase,
     connect: connect_env,
+    available: super::always,
 };
 
 /// Connects to the PocketBase of `env` as its superuser.

@@ -37,6 +37,7 @@ use kombiform_sys::tls::postgres as pg_tls;
 pub const REGISTRATION: Registration = Registration {
     target: &target::Postgres,
     connect: connect_env,
+    available: super::always,
 };
 
 /// Connects to the platform database of `env` as its admin user, with the platform's TLS.
