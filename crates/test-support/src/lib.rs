@@ -10,6 +10,9 @@
 //!   working tree.
 //! - [`synthetic`]: the example platform with N generated tenants.
 //! - [`kong_check`]: typed checks of a generated Kong document.
+//! - [`kong_standin`]: the gateway as revisions of Kong replicas loading a config file from a
+//!   share (the delivery path's stand-in).
+//! - [`kong_jwt`]: Kong's `jwt` plugin as it selects a credential and verifies a token.
 //! - [`tls`]: certificate authorities made at test time, for servers that speak TLS.
 //! - [`proxy`]: a TCP proxy between a client and a real server that injects the faults of a
 //!   real network (answers held back, connections reset, connections refused).
@@ -18,6 +21,8 @@
 //! it without a dependency cycle. Not a mock layer and not part of any shipped binary.
 
 pub mod kong_check;
+pub mod kong_jwt;
+pub mod kong_standin;
 pub mod pocketbase;
 pub mod postgres;
 mod process;
