@@ -7,6 +7,7 @@
 //! matches on no provider name. Adding a target's client is one module and one entry.
 //! Providers never print; they report through return values.
 
+pub mod azure;
 pub mod pocketbase;
 pub mod postgres;
 
@@ -49,9 +50,13 @@ pub struct Registration {
     pub connect: fn(Env<'_>) -> Result<Box<dyn Client>>,
 }
 
-/// Every provider kombiform can plan and apply. Targets without an entry here (Azure, Kong)
-/// appear in the graph but are not planned yet.
-pub const REGISTRY: &[Registration] = &[postgres::REGISTRATION, pocketbase::REGISTRATION];
+/// Every provider kombiform can plan and apply. Targets without an entry here (Kong) appear
+/// in the graph but are not planned yet.
+pub const REGISTRY: &[Registration] = &[
+    azure::REGISTRATION,
+    postgres::REGISTRATION,
+    pocketbase::REGISTRATION,
+];
 
 /// A connected provider.
 pub struct Provider {
