@@ -96,7 +96,8 @@ enum Command {
         format: PlanFormat,
     },
     /// Apply a saved plan (exactly that plan, refused if stale), or plan and apply an
-    /// environment. Exit 0: applied, 1: failed or stale, 3: blocked by the guard.
+    /// environment. Exit 0: applied, 1: failed or stale, 3: blocked by the guard, or applied
+    /// as far as it could while inputs only a person can give (secrets) are missing.
     Apply {
         /// A plan saved by `kombiform plan --out FILE`.
         file: Option<PathBuf>,
@@ -552,6 +553,10 @@ struct DeployArgs {
     /// Consent to destroying this address (repeatable; a trailing `*` matches a prefix).
     #[arg(long = "allow-destroy", value_name = "ADDRESS")]
     allow_destroy: Vec<String>,
+    /// Only these resources and what they depend on (repeatable; an address or a prefix:
+    /// `azure`, `kong.`, `postgres.tenant.acme`). Only the providers they need are connected.
+    #[arg(long = "target", value_name = "ADDRESS_PREFIX")]
+    target: Vec<String>,
 }
 
 fn load_env_model(specs: &Path) -> Result<Option<(Model, String)>> {
@@ -592,9 +597,10 @@ fn cmd_plan(
     let backend = kombiform_engine::state::LocalBackend::new(&args.state_dir);
     use kombiform_engine::state::StateBackend as _;
     let state = backend.load(env.name())?;
-    let providers = kombiform_engine::ops::connect(env)?;
+    let selection = kombiform_engine::ops::select(env, &args.target)?;
+    let providers = kombiform_engine::ops::connect_selected(env, selection.as_ref())?;
     let live = kombiform_engine::ops::read_live(&providers)?;
-    let plan = kombiform_engine::ops::make_plan(
+    let mut plan = kombiform_engine::ops::make_plan(
         env,
         &hash,
         &state,
@@ -602,6 +608,10 @@ fn cmd_plan(
         &live,
         &args.allow_destroy,
     )?;
+    if let Some(s) = &selection {
+        kombiform_engine::ops::restrict(&mut plan, s);
+    }
+    let missing = kombiform_engine::ops::missing_inputs(&plan, &providers);
     if let Some(path) = &out {
         write_plan(path, &plan)?;
     }
@@ -612,6 +622,7 @@ fn cmd_plan(
         PlanFormat::Text => {
             out!("{}", kombiform_plan::render::text(&plan, color_stdout()));
             errln!("read live state with {} requests", live.requests);
+            report_missing(&missing, false);
             if let Some(path) = &out {
                 outln!(
                     "\nSaved the plan to {}. Apply exactly this plan with:\n  kombiform apply {}",
@@ -686,7 +697,15 @@ fn cmd_apply(
         }
     };
     let state = backend.load(env.name())?;
-    let providers = kombiform_engine::ops::connect(env)?;
+    let selection = match &saved {
+        // A saved plan is checked against the providers it was made with.
+        Some(p) => Some(kombiform_engine::ops::Selection {
+            targets: p.fingerprints.keys().cloned().collect(),
+            ..kombiform_engine::ops::Selection::default()
+        }),
+        None => kombiform_engine::ops::select(env, &args.target)?,
+    };
+    let providers = kombiform_engine::ops::connect_selected(env, selection.as_ref())?;
     let live = kombiform_engine::ops::read_live(&providers)?;
     let plan = match saved {
         Some(p) => {
@@ -697,7 +716,7 @@ fn cmd_apply(
             p
         }
         None => {
-            let p = kombiform_engine::ops::make_plan(
+            let mut p = kombiform_engine::ops::make_plan(
                 env,
                 &hash,
                 &state,
@@ -705,6 +724,9 @@ fn cmd_apply(
                 &live,
                 &args.allow_destroy,
             )?;
+            if let Some(s) = &selection {
+                kombiform_engine::ops::restrict(&mut p, s);
+            }
             if events.is_none() {
                 out!("{}", kombiform_plan::render::text(&p, color_stdout()));
             }
@@ -718,11 +740,21 @@ fn cmd_apply(
         }
         return Ok(3);
     }
+    // Changes that need an input nobody gave (a secret only a person can set) wait, with
+    // everything that depends on them; the rest is applied, then apply stops with exit 3.
+    let missing = kombiform_engine::ops::missing_inputs(&plan, &providers);
+    let plan = if missing.is_empty() {
+        plan
+    } else {
+        let blocked = missing.iter().map(|m| m.address.clone()).collect();
+        kombiform_engine::ops::without(&plan, &blocked)
+    };
     if !plan.has_changes() {
-        if events.is_none() {
+        if events.is_none() && missing.is_empty() {
             outln!("Nothing to apply.");
         }
-        return Ok(0);
+        report_missing(&missing, true);
+        return Ok(if missing.is_empty() { 0 } else { 3 });
     }
     if file.is_none() && !auto_approve && !confirm()? {
         errln!("Apply cancelled.");
@@ -752,7 +784,32 @@ fn cmd_apply(
     {
         outln!("{line}");
     }
-    Ok(if report.succeeded() { 0 } else { 1 })
+    if !report.succeeded() {
+        return Ok(1);
+    }
+    report_missing(&missing, true);
+    Ok(if missing.is_empty() { 0 } else { 3 })
+}
+
+/// Lists the inputs a person must give, each with the command that gives it.
+fn report_missing(missing: &[kombiform_engine::providers::MissingInput], applied: bool) {
+    if missing.is_empty() {
+        return;
+    }
+    if applied {
+        errln!(
+            "\nblocked: {} input(s) only a person can give are missing; everything that needs them was left out. Set each, then run apply again:",
+            missing.len()
+        );
+    } else {
+        errln!(
+            "\n{} input(s) only a person can give are missing; apply will leave out what needs them until each is set:",
+            missing.len()
+        );
+    }
+    for m in missing {
+        errln!("  - {} (for {})\n      {}", m.what, m.address, m.command);
+    }
 }
 
 fn progress(

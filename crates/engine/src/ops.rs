@@ -337,3 +337,151 @@ fn audit_changes(plan: &Plan, report: &Report) -> Vec<AuditChange> {
         })
         .collect()
 }
+
+// ---- --target: a part of the graph ----
+
+/// What `--target ADDRESS_PREFIX` selects: the resources matching a prefix and everything
+/// they depend on, and the targets (providers) they belong to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// The prefixes given.
+    pub prefixes: Vec<String>,
+    /// Every selected address (matches and their dependencies).
+    pub addresses: BTreeSet<String>,
+    /// The targets of the selected addresses.
+    pub targets: BTreeSet<String>,
+}
+
+/// Whether `address` matches `prefix`: equal, below it (`azure` and `azure.` both match
+/// `azure.keyvault.x`; `postgres.tenant.acme` matches itself, not `postgres.tenant.acme-labs`).
+pub fn matches_prefix(address: &str, prefix: &str) -> bool {
+    let p = prefix.trim_end_matches('.');
+    address == p
+        || address
+            .strip_prefix(p)
+            .is_some_and(|rest| rest.starts_with('.'))
+}
+
+impl Selection {
+    /// Whether `address` was selected, or (for resources no longer desired, to delete)
+    /// matches a prefix.
+    pub fn contains(&self, address: &str) -> bool {
+        self.addresses.contains(address) || self.prefixes.iter().any(|p| matches_prefix(address, p))
+    }
+}
+
+/// The selection of `prefixes` in `env`; `None` when none was given (everything). A prefix
+/// matching nothing is an error naming it.
+pub fn select(env: Env<'_>, prefixes: &[String]) -> Result<Option<Selection>> {
+    if prefixes.is_empty() {
+        return Ok(None);
+    }
+    let graph = kombiform_emit::targets::graph(env);
+    let all: Vec<String> = graph
+        .order()
+        .map_err(|c| anyhow::anyhow!("dependency cycle: {c}"))?
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    let mut sel = Selection {
+        prefixes: prefixes.to_vec(),
+        ..Selection::default()
+    };
+    let mut todo: Vec<String> = Vec::new();
+    for p in prefixes {
+        let hits: Vec<&String> = all.iter().filter(|a| matches_prefix(a, p)).collect();
+        let is_target = kombiform_emit::targets::ALL
+            .iter()
+            .any(|t| t.name() == p.trim_end_matches('.') && t.applies(env));
+        if hits.is_empty() && !is_target {
+            anyhow::bail!(
+                "--target {p} matches no resource of environment `{}`",
+                env.name()
+            );
+        }
+        if is_target {
+            sel.targets.insert(p.trim_end_matches('.').to_string());
+        }
+        todo.extend(hits.into_iter().cloned());
+    }
+    while let Some(a) = todo.pop() {
+        if !sel.addresses.insert(a.clone()) {
+            continue;
+        }
+        todo.extend(graph.needs(&a).map(str::to_string));
+    }
+    sel.targets.extend(
+        sel.addresses
+            .iter()
+            .map(|a| kombiform_plan::provider_of(a).to_string()),
+    );
+    Ok(Some(sel))
+}
+
+/// The providers of `env` a selection needs (all of them without one).
+pub fn connect_selected(env: Env<'_>, selection: Option<&Selection>) -> Result<Vec<Provider>> {
+    providers::REGISTRY
+        .iter()
+        .filter(|r| r.target.applies(env))
+        .filter(|r| selection.is_none_or(|s| s.targets.contains(r.target.name())))
+        .map(|r| {
+            let client = (r.connect)(env)?;
+            Ok(Provider {
+                target: r.target,
+                client,
+            })
+        })
+        .collect()
+}
+
+/// The plan cut to a selection: only the selected resources' changes (and deletes of what
+/// matches a prefix).
+pub fn restrict(plan: &mut Plan, selection: &Selection) {
+    plan.changes.retain(|c| selection.contains(&c.address));
+    let kept: BTreeSet<&str> = plan.changes.iter().map(|c| c.address.as_str()).collect();
+    plan.refused.retain(|a| kept.contains(a.as_str()));
+}
+
+// ---- inputs a person must give ----
+
+/// The inputs a plan needs that nobody gave (a secret a person must set), per provider.
+pub fn missing_inputs(plan: &Plan, providers: &[Provider]) -> Vec<providers::MissingInput> {
+    providers
+        .iter()
+        .flat_map(|p| {
+            let mine: Vec<plan::Change> = plan
+                .changes
+                .iter()
+                .filter(|c| c.provider() == p.name())
+                .cloned()
+                .collect();
+            p.client.missing_inputs(&mine)
+        })
+        .collect()
+}
+
+/// The plan without the changes of `blocked` addresses and everything that depends on them:
+/// what can be applied before a person provides the missing inputs.
+pub fn without(plan: &Plan, blocked: &BTreeSet<String>) -> Plan {
+    let mut out = plan.clone();
+    let mut removed: BTreeSet<String> = blocked.clone();
+    loop {
+        let before = removed.len();
+        for c in &plan.changes {
+            let deps = c
+                .desired
+                .as_ref()
+                .or(c.live.as_ref())
+                .map_or(&[][..], |r| r.depends_on.as_slice());
+            if deps.iter().any(|d| removed.contains(d)) {
+                removed.insert(c.address.clone());
+            }
+        }
+        if removed.len() == before {
+            break;
+        }
+    }
+    out.changes.retain(|c| !removed.contains(&c.address));
+    out.refused.retain(|a| !removed.contains(a));
+    out
+}

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use super::{address, ArmResource, Family, Inventory, Kind, Row, SecretSource, Target, Value};
 use crate::bicep::{self, API};
 use kombiform_model::{
-    naming, Access, EnvValue, Env, InstanceMode, Platform, Protocol, Scale, SecretRef, Service,
+    naming, Access, Env, EnvValue, InstanceMode, Platform, Protocol, Scale, SecretRef, Service,
     Tenant, TenantStatus,
 };
 
@@ -28,7 +28,11 @@ pub fn inventory(env: Env<'_>) -> Option<Inventory> {
             subscription: az.subscription_id.clone(),
             resource_group: az.resource_group.clone(),
             location: az.location.clone(),
-            tags: az.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            tags: az
+                .tags
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             key_vault: naming::key_vault(p),
             resources: Vec::new(),
             families: Vec::new(),
@@ -115,7 +119,10 @@ fn prop(of: &Target, path: &str) -> Value {
 
 impl Builder<'_> {
     fn group_address(&self) -> String {
-        address("Microsoft.Resources/resourceGroups", &self.inv.resource_group)
+        address(
+            "Microsoft.Resources/resourceGroups",
+            &self.inv.resource_group,
+        )
     }
 
     fn new_resource(&self, type_: &str, api: &str, name: &str, symbol: &str) -> ArmResource {
@@ -147,7 +154,14 @@ impl Builder<'_> {
     }
 
     /// A nested resource of `parent`.
-    fn child(&self, parent: &Target, type_: &str, name: &str, symbol: &str, body: Value) -> ArmResource {
+    fn child(
+        &self,
+        parent: &Target,
+        type_: &str,
+        name: &str,
+        symbol: &str,
+        body: Value,
+    ) -> ArmResource {
         let last = type_.rsplit('/').next().unwrap_or(type_);
         let mut r = self.new_resource(type_, &parent.api_version, name, symbol);
         r.id = format!("{}/{last}/{name}", parent.id);
@@ -211,7 +225,9 @@ impl Builder<'_> {
             "logs",
             body,
         );
-        r.comment = Some("Log Analytics workspace: where the Container Apps environment sends logs.".into());
+        r.comment = Some(
+            "Log Analytics workspace: where the Container Apps environment sends logs.".into(),
+        );
         self.add(r)
     }
 
@@ -269,8 +285,14 @@ impl Builder<'_> {
             &name,
             "readSecrets",
         );
-        r.address = address("Microsoft.Authorization/roleAssignments", "key-vault-secrets-user");
-        r.id = format!("{}/providers/Microsoft.Authorization/roleAssignments/{name}", vault.id);
+        r.address = address(
+            "Microsoft.Authorization/roleAssignments",
+            "key-vault-secrets-user",
+        );
+        r.id = format!(
+            "{}/providers/Microsoft.Authorization/roleAssignments/{name}",
+            vault.id
+        );
         r.scope = Some(vault.address.clone());
         r.body = Value::obj([(
             "properties",
@@ -309,12 +331,8 @@ impl Builder<'_> {
         account.data_bearing = true;
         account.comment = Some("Storage account for kombiform state and PocketBase backups: blob versioning, soft delete, and a lifecycle rule removing old versions after the retention period.".into());
         let account = self.add(account);
-        let policy = |days: &Value| {
-            Value::obj([
-                ("enabled", Value::Bool(true)),
-                ("days", days.clone()),
-            ])
-        };
+        let policy =
+            |days: &Value| Value::obj([("enabled", Value::Bool(true)), ("days", days.clone())]);
         let blobs = self.child(
             &account,
             "Microsoft.Storage/storageAccounts/blobServices",
@@ -341,7 +359,10 @@ impl Builder<'_> {
                 "Microsoft.Storage/storageAccounts/blobServices/containers",
                 name,
                 symbol,
-                Value::obj([("properties", Value::obj([("publicAccess", Value::s("None"))]))]),
+                Value::obj([(
+                    "properties",
+                    Value::obj([("publicAccess", Value::s("None"))]),
+                )]),
             );
             c.data_bearing = true;
             self.add(c);
@@ -464,7 +485,10 @@ impl Builder<'_> {
                 Value::obj([
                     ("version", Value::s(&pg.version)),
                     ("administratorLogin", Value::s(&pg.admin_user)),
-                    ("administratorLoginPassword", self.secret_value(&pg.admin_password)),
+                    (
+                        "administratorLoginPassword",
+                        self.secret_value(&pg.admin_password),
+                    ),
                     (
                         "storage",
                         Value::obj([
@@ -475,10 +499,17 @@ impl Builder<'_> {
                     (
                         "backup",
                         Value::obj([
-                            ("backupRetentionDays", Value::Int(pg.backup_retention_days.into())),
+                            (
+                                "backupRetentionDays",
+                                Value::Int(pg.backup_retention_days.into()),
+                            ),
                             (
                                 "geoRedundantBackup",
-                                Value::s(if pg.geo_redundant_backup { "Enabled" } else { "Disabled" }),
+                                Value::s(if pg.geo_redundant_backup {
+                                    "Enabled"
+                                } else {
+                                    "Disabled"
+                                }),
                             ),
                         ]),
                     ),
@@ -486,7 +517,11 @@ impl Builder<'_> {
                         "highAvailability",
                         Value::obj([(
                             "mode",
-                            Value::s(if pg.high_availability { "ZoneRedundant" } else { "Disabled" }),
+                            Value::s(if pg.high_availability {
+                                "ZoneRedundant"
+                            } else {
+                                "Disabled"
+                            }),
                         )]),
                     ),
                 ]),
@@ -556,7 +591,11 @@ impl Builder<'_> {
 
     fn redis(&mut self) -> Target {
         let r = &self.p.redis;
-        let family = if r.sku.eq_ignore_ascii_case("premium") { "P" } else { "C" };
+        let family = if r.sku.eq_ignore_ascii_case("premium") {
+            "P"
+        } else {
+            "C"
+        };
         let body = self.tracked(vec![(
             "properties",
             Value::obj([
@@ -579,7 +618,9 @@ impl Builder<'_> {
             "redis",
             body,
         );
-        cache.comment = Some("Azure Cache for Redis: rate-limit counters and gateway sessions. TLS only.".into());
+        cache.comment = Some(
+            "Azure Cache for Redis: rate-limit counters and gateway sessions. TLS only.".into(),
+        );
         self.add(cache)
     }
 
@@ -588,7 +629,8 @@ impl Builder<'_> {
         let mut out = Vec::new();
         let kong = kong_app(self.p);
         let mut r = self.app(s, &kong);
-        r.depends_on.extend([redis.address.clone(), pg.address.clone()]);
+        r.depends_on
+            .extend([redis.address.clone(), pg.address.clone()]);
         out.push(("kong".to_string(), self.add(r)));
         for svc in self.p.services.iter().filter(|x| x.enabled) {
             let spec = service_app(self.p, svc);
@@ -628,24 +670,29 @@ impl Builder<'_> {
     }
 
     /// A Container App's body: `min` replicas, `extra_env` first (a tenant's identity).
-    fn app_body_with(&self, s: &Shared, a: &AppSpec, min: Value, extra_env: &[(&str, Value)]) -> Value {
-        let mut secrets: Vec<Value> = a
-            .kv
-            .iter()
-            .map(|(app_secret, kv)| {
-                Value::obj([
-                    ("name", Value::s(app_secret)),
-                    (
-                        "keyVaultUrl",
-                        Value::Concat(vec![
-                            prop(&s.vault, "properties.vaultUri"),
-                            Value::s(format!("secrets/{kv}")),
-                        ]),
-                    ),
-                    ("identity", Value::Id(s.identity.clone())),
-                ])
-            })
-            .collect();
+    fn app_body_with(
+        &self,
+        s: &Shared,
+        a: &AppSpec,
+        min: Value,
+        extra_env: &[(&str, Value)],
+    ) -> Value {
+        let mut secrets: Vec<Value> =
+            a.kv.iter()
+                .map(|(app_secret, kv)| {
+                    Value::obj([
+                        ("name", Value::s(app_secret)),
+                        (
+                            "keyVaultUrl",
+                            Value::Concat(vec![
+                                prop(&s.vault, "properties.vaultUri"),
+                                Value::s(format!("secrets/{kv}")),
+                            ]),
+                        ),
+                        ("identity", Value::Id(s.identity.clone())),
+                    ])
+                })
+                .collect();
         secrets.extend(a.supplied.iter().map(|(app_secret, var)| {
             Value::obj([
                 ("name", Value::s(app_secret)),
@@ -657,7 +704,9 @@ impl Builder<'_> {
             .map(|(n, v)| Value::obj([("name", Value::s(*n)), ("value", v.clone())]))
             .collect();
         env.extend(a.env.iter().map(|e| match e {
-            (name, EnvPart::Plain(v)) => Value::obj([("name", Value::s(name)), ("value", Value::s(v))]),
+            (name, EnvPart::Plain(v)) => {
+                Value::obj([("name", Value::s(name)), ("value", Value::s(v))])
+            }
             (name, EnvPart::Secret(r)) => {
                 Value::obj([("name", Value::s(name)), ("secretRef", Value::s(r))])
             }
@@ -754,7 +803,10 @@ impl Builder<'_> {
             API.front_door,
             &naming::front_door(p),
             "frontDoor",
-            self.tracked_at("global", vec![("sku", Value::obj([("name", Value::s(&fd.sku))]))]),
+            self.tracked_at(
+                "global",
+                vec![("sku", Value::obj([("name", Value::s(&fd.sku))]))],
+            ),
         );
         let mut profile = profile;
         profile.comment = Some("Azure Front Door in front of the platform: one endpoint; an origin group (with health probes), an origin and a route for Kong and for every service that is a Front Door origin.".into());
@@ -766,7 +818,10 @@ impl Builder<'_> {
             "endpoint",
             self.tracked_at(
                 "global",
-                vec![("properties", Value::obj([("enabledState", Value::s("Enabled"))]))],
+                vec![(
+                    "properties",
+                    Value::obj([("enabledState", Value::s("Enabled"))]),
+                )],
             ),
         );
         let endpoint = self.add(endpoint);
@@ -790,7 +845,10 @@ impl Builder<'_> {
                     ]),
                 )]),
             );
-            d.comment = Some("DNS validation of the custom domain is manual: add the TXT record Azure asks for.".into());
+            d.comment = Some(
+                "DNS validation of the custom domain is manual: add the TXT record Azure asks for."
+                    .into(),
+            );
             d
         });
         let domain = domain.map(|d| self.add(d));
@@ -851,7 +909,10 @@ impl Builder<'_> {
                 )]),
             );
             let origin = self.add(origin);
-            let mut props = vec![("originGroup", Value::obj([("id", Value::Id(group.clone()))]))];
+            let mut props = vec![(
+                "originGroup",
+                Value::obj([("id", Value::Id(group.clone()))]),
+            )];
             if let Some(d) = &domain {
                 props.push((
                     "customDomains",
@@ -1010,14 +1071,19 @@ impl Builder<'_> {
                         Value::obj([
                             (
                                 "odata.type",
-                                Value::s("Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria"),
+                                Value::s(
+                                    "Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria",
+                                ),
                             ),
                             ("allOf", Value::Array(vec![Value::obj(criterion)])),
                         ]),
                     ),
                     (
                         "actions",
-                        Value::Array(vec![Value::obj([("actionGroupId", Value::Id(group.clone()))])]),
+                        Value::Array(vec![Value::obj([(
+                            "actionGroupId",
+                            Value::Id(group.clone()),
+                        )])]),
                     ),
                 ]),
             )],
@@ -1045,8 +1111,12 @@ impl Builder<'_> {
         let buckets = bicep::buckets(&dedicated);
         let width = bicep::bucket_width(buckets.len());
         let mut spec = service_app(p, service);
-        spec.env
-            .retain(|(n, _)| !matches!(n.as_str(), "TENANT_SLUG" | "TENANT_ORG_ID" | "TENANT_STATUS"));
+        spec.env.retain(|(n, _)| {
+            !matches!(
+                n.as_str(),
+                "TENANT_SLUG" | "TENANT_ORG_ID" | "TENANT_STATUS"
+            )
+        });
         spec.external = false;
         let tenant_env = [
             ("TENANT_SLUG", Value::Row("slug".into())),
@@ -1103,7 +1173,11 @@ impl Builder<'_> {
                 bucket: (i, buckets.len()),
                 template: template.clone(),
                 rows,
-                existing: vec![s.cae.address.clone(), s.identity.address.clone(), s.vault.address.clone()],
+                existing: vec![
+                    s.cae.address.clone(),
+                    s.identity.address.clone(),
+                    s.vault.address.clone(),
+                ],
             });
         }
     }
@@ -1236,7 +1310,8 @@ impl AppSpec {
                 s
             }
         };
-        self.env.push((name.to_string(), EnvPart::Secret(app_secret)));
+        self.env
+            .push((name.to_string(), EnvPart::Secret(app_secret)));
     }
 
     fn kv_secret_addresses(&self) -> Vec<String> {
@@ -1376,7 +1451,11 @@ fn origins(p: &Platform, apps: &[(String, Target)]) -> Vec<OriginSpec> {
         probe_path: kong_probe_path(p),
         patterns: vec!["/*".into()],
     }];
-    for s in p.services.iter().filter(|s| s.enabled && s.front_door_origin) {
+    for s in p
+        .services
+        .iter()
+        .filter(|s| s.enabled && s.front_door_origin)
+    {
         if s.name == "kong" || !apps.iter().any(|(n, _)| *n == s.name) {
             continue;
         }
@@ -1474,8 +1553,14 @@ mod tests {
         ] {
             assert!(addresses.contains(&a), "{a}: {addresses:?}");
         }
-        let pg = all.iter().find(|r| r.address == "azure.postgres.kfy-prod-pg").unwrap();
-        assert_eq!(pg.write_only_paths(), vec!["properties.administratorLoginPassword"]);
+        let pg = all
+            .iter()
+            .find(|r| r.address == "azure.postgres.kfy-prod-pg")
+            .unwrap();
+        assert_eq!(
+            pg.write_only_paths(),
+            vec!["properties.administratorLoginPassword"]
+        );
         let kinds: Vec<(&str, Kind)> = all
             .iter()
             .filter(|r| r.type_ == "Microsoft.KeyVault/vaults/secrets")
@@ -1484,7 +1569,12 @@ mod tests {
         assert!(kinds.contains(&("postgres-admin-password", Kind::GeneratedSecret)));
         assert!(kinds.contains(&("sso-internal-token", Kind::GeneratedSecret)));
         assert!(kinds.contains(&("stripe-webhook-secret", Kind::ProvidedSecret)));
-        let route = all.iter().find(|r| r.address == "azure.frontdoor-route.health").unwrap();
-        assert!(route.depends_on.contains(&"azure.frontdoor-origin.health".to_string()));
+        let route = all
+            .iter()
+            .find(|r| r.address == "azure.frontdoor-route.health")
+            .unwrap();
+        assert!(route
+            .depends_on
+            .contains(&"azure.frontdoor-origin.health".to_string()));
     }
 }

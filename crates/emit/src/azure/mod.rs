@@ -115,7 +115,9 @@ impl Value {
             Value::Row(field) => match row.get(field) {
                 Some(Json::String(s)) => Value::Str(s.clone()),
                 Some(Json::Bool(b)) => Value::Bool(*b),
-                Some(Json::Number(n)) => n.as_i64().map_or(Value::Decimal(n.to_string()), Value::Int),
+                Some(Json::Number(n)) => {
+                    n.as_i64().map_or(Value::Decimal(n.to_string()), Value::Int)
+                }
                 _ => Value::Str(String::new()),
             },
             Value::Array(items) => Value::Array(items.iter().map(|v| v.with_row(row)).collect()),
@@ -367,7 +369,10 @@ impl Inventory {
 
 /// The short type of an address (`Microsoft.App/containerApps` → `containerapp`).
 pub fn short_type(type_: &str) -> Option<&'static str> {
-    SHORT.iter().find(|(t, _)| t.eq_ignore_ascii_case(type_)).map(|(_, s)| *s)
+    SHORT
+        .iter()
+        .find(|(t, _)| t.eq_ignore_ascii_case(type_))
+        .map(|(_, s)| *s)
 }
 
 /// The full type of a short one.
@@ -379,12 +384,18 @@ pub fn full_type(short: &str) -> Option<&'static str> {
 pub const SHORT: &[(&str, &str)] = &[
     ("Microsoft.Resources/resourceGroups", "resourcegroup"),
     ("Microsoft.OperationalInsights/workspaces", "loganalytics"),
-    ("Microsoft.ManagedIdentity/userAssignedIdentities", "identity"),
+    (
+        "Microsoft.ManagedIdentity/userAssignedIdentities",
+        "identity",
+    ),
     ("Microsoft.KeyVault/vaults", "keyvault"),
     ("Microsoft.KeyVault/vaults/secrets", "kv-secret"),
     ("Microsoft.Authorization/roleAssignments", "role-assignment"),
     ("Microsoft.Storage/storageAccounts", "storage"),
-    ("Microsoft.Storage/storageAccounts/blobServices", "storage-blobs"),
+    (
+        "Microsoft.Storage/storageAccounts/blobServices",
+        "storage-blobs",
+    ),
     (
         "Microsoft.Storage/storageAccounts/blobServices/containers",
         "storage-container",
@@ -408,9 +419,18 @@ pub const SHORT: &[(&str, &str)] = &[
     ("Microsoft.Cdn/profiles", "frontdoor"),
     ("Microsoft.Cdn/profiles/afdEndpoints", "frontdoor-endpoint"),
     ("Microsoft.Cdn/profiles/customDomains", "frontdoor-domain"),
-    ("Microsoft.Cdn/profiles/originGroups", "frontdoor-origingroup"),
-    ("Microsoft.Cdn/profiles/originGroups/origins", "frontdoor-origin"),
-    ("Microsoft.Cdn/profiles/afdEndpoints/routes", "frontdoor-route"),
+    (
+        "Microsoft.Cdn/profiles/originGroups",
+        "frontdoor-origingroup",
+    ),
+    (
+        "Microsoft.Cdn/profiles/originGroups/origins",
+        "frontdoor-origin",
+    ),
+    (
+        "Microsoft.Cdn/profiles/afdEndpoints/routes",
+        "frontdoor-route",
+    ),
     ("Microsoft.Insights/actionGroups", "actiongroup"),
     ("Microsoft.Insights/metricAlerts", "alert"),
 ];

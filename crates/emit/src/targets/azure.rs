@@ -41,8 +41,10 @@ impl Target for Azure {
         // Deleting a database server, a vault, a storage account or a tenant's instance loses
         // data, whatever the live read said.
         let r = change.live.as_ref().or(change.desired.as_ref());
-        if matches!(change.action, kombiform_plan::Action::Delete | kombiform_plan::Action::Replace)
-            && r.is_some_and(|r| r.data_bearing || r.meta.contains_key("tenant"))
+        if matches!(
+            change.action,
+            kombiform_plan::Action::Delete | kombiform_plan::Action::Replace
+        ) && r.is_some_and(|r| r.data_bearing || r.meta.contains_key("tenant"))
         {
             change.destructive = true;
         }
@@ -92,9 +94,7 @@ pub fn placeholder(address: &str, path: &str) -> String {
 
 /// Every Azure resource of `env` (none outside Azure).
 pub fn desired(env: Env<'_>) -> Vec<Resource> {
-    azure::inventory(env).map_or_else(Vec::new, |inv| {
-        inv.all().iter().map(resource).collect()
-    })
+    azure::inventory(env).map_or_else(Vec::new, |inv| inv.all().iter().map(resource).collect())
 }
 
 /// The plan resource of an inventory resource.

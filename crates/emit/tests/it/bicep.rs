@@ -249,7 +249,11 @@ fn check_limits(files: &Files, dedicated: usize) {
     // main.bicep is one deployment.
     let main = &files["prod/bicep/main.bicep"];
     assert!(resource_count(main) <= ARM_RESOURCES);
-    assert!(main.len() <= BICEP_BUDGET, "main.bicep: {} bytes", main.len());
+    assert!(
+        main.len() <= BICEP_BUDGET,
+        "main.bicep: {} bytes",
+        main.len()
+    );
     // Each tenant bucket is a deployment of its own.
     let mut apps = 0;
     for (path, source) in files.iter().filter(|(p, _)| p.contains("/tenants/")) {
@@ -616,7 +620,11 @@ fn json_paths(v: &serde_json::Value, at: &str, out: &mut BTreeSet<String>) {
     match v {
         serde_json::Value::Object(m) if !m.is_empty() => {
             for (k, v) in m {
-                let key = if k.starts_with("/subscriptions/") { "<id>" } else { k };
+                let key = if k.starts_with("/subscriptions/") {
+                    "<id>"
+                } else {
+                    k
+                };
                 json_paths(v, &join(at, key), out);
             }
         }
@@ -654,7 +662,10 @@ fn declared(source: &str) -> BTreeMap<String, BTreeSet<String>> {
             continue;
         }
         let mut c = value.walk();
-        for item in value.named_children(&mut c).filter(|n| n.kind() == "object") {
+        for item in value
+            .named_children(&mut c)
+            .filter(|n| n.kind() == "object")
+        {
             let mut pc = item.walk();
             for p in item.named_children(&mut pc) {
                 if p.named_child(0).map(|k| text(k, source)) == Some("name") {
@@ -682,7 +693,10 @@ fn declared(source: &str) -> BTreeMap<String, BTreeSet<String>> {
         let mut name = String::new();
         let mut paths = BTreeSet::new();
         let mut c = body.walk();
-        for p in body.named_children(&mut c).filter(|p| p.kind() == "object_property") {
+        for p in body
+            .named_children(&mut c)
+            .filter(|p| p.kind() == "object_property")
+        {
             let (Some(k), Some(v)) = (p.named_child(0), p.named_child(1)) else {
                 continue;
             };
@@ -710,7 +724,11 @@ fn the_bicep_declares_exactly_what_the_provider_sends() {
     use kombiform_emit::azure;
     let mut model = synthetic(12, 4);
     // An environment-variable secret too, so both kinds of secret values are covered.
-    if let Some(s) = model.platforms[1].services.iter_mut().find(|s| s.name == "admin") {
+    if let Some(s) = model.platforms[1]
+        .services
+        .iter_mut()
+        .find(|s| s.name == "admin")
+    {
         s.env.insert(
             "API_TOKEN".to_string(),
             EnvValue::Secret {
@@ -737,7 +755,10 @@ fn the_bicep_declares_exactly_what_the_provider_sends() {
     assert!(sent.len() >= 40, "{} resources", sent.len());
     let only_bicep: Vec<&String> = in_bicep.keys().filter(|k| !sent.contains_key(*k)).collect();
     let only_sent: Vec<&String> = sent.keys().filter(|k| !in_bicep.contains_key(*k)).collect();
-    assert!(only_bicep.is_empty() && only_sent.is_empty(), "only in the Bicep: {only_bicep:?}\nonly sent: {only_sent:?}");
+    assert!(
+        only_bicep.is_empty() && only_sent.is_empty(),
+        "only in the Bicep: {only_bicep:?}\nonly sent: {only_sent:?}"
+    );
     for (k, paths) in &sent {
         assert_eq!(&in_bicep[k], paths, "{k}");
     }

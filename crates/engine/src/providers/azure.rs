@@ -53,7 +53,11 @@ fn connect_env(env: Env<'_>) -> Result<Box<dyn Client>> {
         ArmOptions::default(),
     )
     .context("creating the ARM client")?;
-    Ok(Box::new(Azure::new(inventory, arm, crate::ops::env_lookup)?))
+    Ok(Box::new(Azure::new(
+        inventory,
+        arm,
+        crate::ops::env_lookup,
+    )?))
 }
 
 /// A missing secret a person must provide before everything can be applied.
@@ -108,14 +112,21 @@ impl std::fmt::Debug for Azure {
 
 impl Azure {
     /// A client applying `inventory` through `arm`; secrets' variables read with `lookup`.
-    pub fn new(inventory: Inventory, arm: Arm, lookup: fn(&str) -> Option<String>) -> Result<Azure> {
+    pub fn new(
+        inventory: Inventory,
+        arm: Arm,
+        lookup: fn(&str) -> Option<String>,
+    ) -> Result<Azure> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .context("starting the Azure provider's runtime")?;
         let all = inventory.all();
-        let ids = all.iter().map(|r| (r.address.clone(), r.id.clone())).collect();
+        let ids = all
+            .iter()
+            .map(|r| (r.address.clone(), r.id.clone()))
+            .collect();
         Ok(Azure {
             runtime,
             arm,
@@ -197,16 +208,25 @@ impl Azure {
                     continue;
                 }
                 if r.name == "default" {
-                    requests.insert(r.id.to_ascii_lowercase(), (r.id.clone(), r.api_version.clone(), false));
+                    requests.insert(
+                        r.id.to_ascii_lowercase(),
+                        (r.id.clone(), r.api_version.clone(), false),
+                    );
                     continue;
                 }
                 let collection = match (&r.parent, &r.scope) {
                     (None, None) => format!("{group}/providers/{}", r.type_),
-                    _ => r.id.rsplit_once('/').map(|x| x.0.to_string()).unwrap_or_default(),
+                    _ => {
+                        r.id.rsplit_once('/')
+                            .map(|x| x.0.to_string())
+                            .unwrap_or_default()
+                    }
                 };
-                requests
-                    .entry(collection.to_ascii_lowercase())
-                    .or_insert((collection, r.api_version.clone(), true));
+                requests.entry(collection.to_ascii_lowercase()).or_insert((
+                    collection,
+                    r.api_version.clone(),
+                    true,
+                ));
             }
             let mut tasks = tokio::task::JoinSet::new();
             for (_, (path, api, list)) in requests {
@@ -274,7 +294,10 @@ impl Azure {
             ),
             None => {
                 let type_ = type_of_id(&id)?;
-                let full = inv::SHORT.iter().find(|(t, _)| t.eq_ignore_ascii_case(&type_))?.0;
+                let full = inv::SHORT
+                    .iter()
+                    .find(|(t, _)| t.eq_ignore_ascii_case(&type_))?
+                    .0;
                 let name = id.rsplit('/').next().unwrap_or_default().to_string();
                 let api = self
                     .all
@@ -291,7 +314,14 @@ impl Azure {
                     _ => Kind::Plain,
                 };
                 let data_bearing = tenant.is_some() || data_bearing_type(full);
-                (inv::address(full, &name), full.to_string(), api, data_bearing, kind, tenant)
+                (
+                    inv::address(full, &name),
+                    full.to_string(),
+                    api,
+                    data_bearing,
+                    kind,
+                    tenant,
+                )
             }
         };
         let attrs = match desired {
@@ -303,7 +333,10 @@ impl Azure {
         out.meta.insert("id".into(), json!(id));
         out.meta.insert("type".into(), json!(type_));
         out.meta.insert("api_version".into(), json!(api));
-        out.meta.insert("kind".into(), serde_json::to_value(kind).unwrap_or(Json::Null));
+        out.meta.insert(
+            "kind".into(),
+            serde_json::to_value(kind).unwrap_or(Json::Null),
+        );
         if let Some(t) = tenant {
             out.meta.insert("tenant".into(), json!(t));
         }
@@ -330,13 +363,18 @@ impl Azure {
         let want = pure_json(&r.body);
         let mut resolve = |v: &Value| -> Result<Option<Json>, ()> {
             Ok(match v {
-                Value::Prop { of, path } => self
-                    .cached(&of.id)
-                    .and_then(|b| at_path(&b, path).cloned()),
+                Value::Prop { of, path } => {
+                    self.cached(&of.id).and_then(|b| at_path(&b, path).cloned())
+                }
                 _ => None,
             })
         };
-        let want_live = r.body.to_json(&mut resolve).ok().flatten().unwrap_or(Json::Null);
+        let want_live = r
+            .body
+            .to_json(&mut resolve)
+            .ok()
+            .flatten()
+            .unwrap_or(Json::Null);
         project(&want, Some(&want_live), body, "")
     }
 
@@ -347,7 +385,10 @@ impl Azure {
     async fn apply_change(&self, c: &Change) -> Result<()> {
         match c.action {
             Action::Delete => {
-                let live = c.live.as_ref().context("a delete without its live resource")?;
+                let live = c
+                    .live
+                    .as_ref()
+                    .context("a delete without its live resource")?;
                 let (id, api) = id_api(live)?;
                 self.arm
                     .delete_and_wait(&id, &api)
@@ -360,9 +401,15 @@ impl Azure {
                 Ok(())
             }
             Action::Replace => {
-                let live = c.live.as_ref().context("a replacement without its live resource")?;
+                let live = c
+                    .live
+                    .as_ref()
+                    .context("a replacement without its live resource")?;
                 let (id, api) = id_api(live)?;
-                self.arm.delete_and_wait(&id, &api).await.map_err(classify)?;
+                self.arm
+                    .delete_and_wait(&id, &api)
+                    .await
+                    .map_err(classify)?;
                 self.put(c, false).await
             }
             Action::Create => self.put(c, false).await,
@@ -371,10 +418,17 @@ impl Azure {
     }
 
     async fn put(&self, c: &Change, exists: bool) -> Result<()> {
-        let desired = c.desired.as_ref().context("a change without its desired resource")?;
+        let desired = c
+            .desired
+            .as_ref()
+            .context("a change without its desired resource")?;
         let (id, api) = id_api(desired)?;
         let body: Value = serde_json::from_value(
-            desired.meta.get("body").cloned().context("the plan carries no body")?,
+            desired
+                .meta
+                .get("body")
+                .cloned()
+                .context("the plan carries no body")?,
         )
         .context("the plan's body is not an inventory body")?;
         let kind = target::kind_of(desired).unwrap_or(Kind::Plain);
@@ -387,7 +441,11 @@ impl Azure {
             }
         }
         let json = self.resolve_body(&body, exists, &id).await?;
-        let type_ = desired.meta.get("type").and_then(Json::as_str).unwrap_or_default();
+        let type_ = desired
+            .meta
+            .get("type")
+            .and_then(Json::as_str)
+            .unwrap_or_default();
         let server_lock = self.server_lock(&id);
         let _guard = match &server_lock {
             Some(l) => Some(l.lock().await),
@@ -417,12 +475,20 @@ impl Azure {
     }
 
     /// Role assignments: the directory may not know a new identity yet.
-    async fn put_role_assignment(&self, id: &str, api: &str, body: &Json) -> Result<kombiform_azure::Put, ArmError> {
+    async fn put_role_assignment(
+        &self,
+        id: &str,
+        api: &str,
+        body: &Json,
+    ) -> Result<kombiform_azure::Put, ArmError> {
         let start = tokio::time::Instant::now();
         let mut wait = Duration::from_millis(250);
         loop {
             match self.arm.put_and_wait(id, api, body).await {
-                Err(e) if e.code() == Some("PrincipalNotFound") && start.elapsed() < PRINCIPAL_WAIT => {
+                Err(e)
+                    if e.code() == Some("PrincipalNotFound")
+                        && start.elapsed() < PRINCIPAL_WAIT =>
+                {
                     tracing::debug!("role assignment {id}: principal not replicated yet, retrying");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(15));
@@ -480,7 +546,9 @@ impl Azure {
         let mut resolve = |v: &Value| -> Result<Option<Json>> {
             match v {
                 Value::Prop { of, path } => {
-                    let b = self.cached(&of.id).with_context(|| format!("{} was not read", of.address))?;
+                    let b = self
+                        .cached(&of.id)
+                        .with_context(|| format!("{} was not read", of.address))?;
                     let found = at_path(&b, path).cloned();
                     found
                         .map(Some)
@@ -491,7 +559,9 @@ impl Azure {
                     .cloned()
                     .map(Some)
                     .with_context(|| format!("{} answered no shared key", of.address)),
-                Value::Secret(s) => self.secret_value(s, exists, id).map(|s| s.map(|s| Json::String(s.expose().to_string()))),
+                Value::Secret(s) => self
+                    .secret_value(s, exists, id)
+                    .map(|s| s.map(|s| Json::String(s.expose().to_string()))),
                 Value::Row(f) => anyhow::bail!("an unexpanded row field `{f}`"),
                 _ => Ok(None),
             }
@@ -531,8 +601,11 @@ impl Client for Azure {
         for b in &bodies {
             self.remember(b);
         }
-        let by_id: HashMap<String, &ArmResource> =
-            self.all.iter().map(|r| (r.id.to_ascii_lowercase(), r)).collect();
+        let by_id: HashMap<String, &ArmResource> = self
+            .all
+            .iter()
+            .map(|r| (r.id.to_ascii_lowercase(), r))
+            .collect();
         let mut resources: BTreeMap<String, Resource> = BTreeMap::new();
         for b in &bodies {
             let desired = by_id.get(&id_of(b).to_ascii_lowercase()).copied();
@@ -544,6 +617,17 @@ impl Client for Azure {
             resources: resources.into_values().collect(),
             requests: self.arm.counts().total() - before,
         })
+    }
+
+    fn missing_inputs(&self, changes: &[Change]) -> Vec<super::MissingInput> {
+        self.missing_secrets(changes)
+            .into_iter()
+            .map(|m| super::MissingInput {
+                what: format!("Key Vault secret {} of {}", m.name, m.vault),
+                command: m.command(),
+                address: m.address,
+            })
+            .collect()
     }
 
     fn apply(&self, changes: &[&Change]) -> Result<()> {
@@ -576,7 +660,11 @@ fn classify(e: ArmError) -> anyhow::Error {
     let message = e.detail().map(|d| d.message.as_str()).unwrap_or_default();
     let retry = matches!(
         code,
-        "ServerIsBusy" | "ServerBusy" | "AnotherOperationInProgress" | "Conflict" | "RetryableError"
+        "ServerIsBusy"
+            | "ServerBusy"
+            | "AnotherOperationInProgress"
+            | "Conflict"
+            | "RetryableError"
     ) || message.contains("at least one enabled origin");
     if retry {
         return anyhow::Error::new(Transient {
@@ -589,7 +677,8 @@ fn classify(e: ArmError) -> anyhow::Error {
 
 fn soft_deleted(e: &ArmError) -> bool {
     e.code() == Some("ConflictError")
-        && e.detail().is_some_and(|d| d.message.contains("deleted state"))
+        && e.detail()
+            .is_some_and(|d| d.message.contains("deleted state"))
 }
 
 fn data_bearing_type(t: &str) -> bool {
@@ -605,7 +694,11 @@ fn data_bearing_type(t: &str) -> bool {
 }
 
 fn id_api(r: &Resource) -> Result<(String, String)> {
-    let id = r.meta.get("id").and_then(Json::as_str).context("no ARM id in the plan")?;
+    let id = r
+        .meta
+        .get("id")
+        .and_then(Json::as_str)
+        .context("no ARM id in the plan")?;
     let api = r
         .meta
         .get("api_version")
@@ -615,14 +708,19 @@ fn id_api(r: &Resource) -> Result<(String, String)> {
 }
 
 fn id_of(body: &Json) -> String {
-    body.get("id").and_then(Json::as_str).unwrap_or_default().to_string()
+    body.get("id")
+        .and_then(Json::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// The full type of an ARM id (`…/providers/Microsoft.App/containerApps/x` →
 /// `Microsoft.App/containerApps`; nested types joined).
 fn type_of_id(id: &str) -> Option<String> {
     let segments: Vec<&str> = id.split('/').filter(|s| !s.is_empty()).collect();
-    let at = segments.iter().rposition(|s| s.eq_ignore_ascii_case("providers"))?;
+    let at = segments
+        .iter()
+        .rposition(|s| s.eq_ignore_ascii_case("providers"))?;
     let rest = segments.get(at + 1..)?;
     let ns = rest.first()?;
     let types: Vec<&str> = rest[1..].iter().step_by(2).copied().collect();
@@ -635,7 +733,9 @@ fn type_of_id(id: &str) -> Option<String> {
 /// Values that need a request before a body can be resolved.
 fn collect_async<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
     match v {
-        Value::Array(items) | Value::Concat(items) => items.iter().for_each(|i| collect_async(i, out)),
+        Value::Array(items) | Value::Concat(items) => {
+            items.iter().for_each(|i| collect_async(i, out))
+        }
         Value::Object(pairs) => pairs.iter().for_each(|(_, v)| collect_async(v, out)),
         Value::Prop { .. } | Value::SharedKey(_) => out.push(v),
         _ => {}
@@ -661,7 +761,11 @@ fn project(want: &Json, want_live: Option<&Json>, have: &Json, key: &str) -> Jso
         (Json::Object(w), Json::Object(h)) => {
             let mut out = Map::new();
             for (k, wv) in w {
-                let Some(hv) = h.iter().find(|(hk, _)| hk.eq_ignore_ascii_case(k)).map(|(_, v)| v) else {
+                let Some(hv) = h
+                    .iter()
+                    .find(|(hk, _)| hk.eq_ignore_ascii_case(k))
+                    .map(|(_, v)| v)
+                else {
                     continue;
                 };
                 let wl = want_live.and_then(|l| l.get(k));
@@ -689,7 +793,7 @@ fn project(want: &Json, want_live: Option<&Json>, have: &Json, key: &str) -> Jso
 }
 
 fn is_placeholder(s: &str) -> bool {
-    s.starts_with("${azure.") && s.ends_with('}')
+    s.contains("${azure.")
 }
 
 /// Equal after ARM's rewriting: strings without regard to case (ids, enums), locations
@@ -697,7 +801,12 @@ fn is_placeholder(s: &str) -> bool {
 fn same(a: &Json, b: &Json, key: &str) -> bool {
     match (a, b) {
         (Json::String(x), Json::String(y)) if key == "location" => {
-            let n = |s: &str| s.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_lowercase();
+            let n = |s: &str| {
+                s.chars()
+                    .filter(|c| !c.is_whitespace())
+                    .collect::<String>()
+                    .to_ascii_lowercase()
+            };
             n(x) == n(y)
         }
         (Json::String(x), Json::String(y)) => x.eq_ignore_ascii_case(y),

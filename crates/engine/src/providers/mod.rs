@@ -35,6 +35,14 @@ pub trait Client: Send + Sync {
     /// [`batched`]: Client::batched
     fn apply(&self, changes: &[&Change]) -> Result<()>;
 
+    /// Inputs `changes` need that nobody gave (a secret only a person can provide): apply
+    /// leaves those changes and what depends on them out, and says what to set. The default
+    /// has none.
+    fn missing_inputs(&self, changes: &[Change]) -> Vec<MissingInput> {
+        let _ = changes;
+        Vec::new()
+    }
+
     /// Stores an audit record, if this target keeps an audit trail. The default does nothing.
     fn record_audit(&self, record: &AuditRecord) -> Result<()> {
         let _ = record;
@@ -93,6 +101,17 @@ pub struct LiveRead {
     pub resources: Vec<Resource>,
     /// Requests (or queries) it took, for the benchmark and the plan summary.
     pub requests: u64,
+}
+
+/// An input a person must give before a change can be applied.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct MissingInput {
+    /// The change that needs it.
+    pub address: String,
+    /// What is missing (`Key Vault secret stripe-webhook-secret of kfy-prod-kv`).
+    pub what: String,
+    /// How to give it.
+    pub command: String,
 }
 
 /// A failure worth retrying (rate limited, overloaded, connection reset): the apply engine
