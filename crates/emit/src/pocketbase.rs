@@ -16,10 +16,17 @@
 //! - Auth system fields (`password`, `tokenKey`, `email`, ...) are appended by PocketBase and
 //!   are left out; the `id` field is written first so the field order stays put on re-import.
 //!
-//! Speed: a tenant collection differs from its template only in the tenant's ident, so each
-//! template is rendered once into a [`Stencil`] (text with holes) and filled per tenant by
-//! copying. The JS migration ships the stencils once plus the tenant list and fills them in
-//! JavaScript the same way, so both files describe byte-identical collections.
+//! - Rules can guard single fields (`@request.body.f:isset`/`:changed`), and a rule evaluates
+//!   the value PocketBase will store (JSON, multipart, `@jsonPayload` and `+`/`-` modifiers
+//!   alike); see `rule`. A `null` rule and a `null` `authRule` shut everyone but superusers
+//!   out, tokens already issued included: that is what a suspended tenant gets.
+//!
+//! Speed: a tenant collection differs from its template only in the tenant's ident (and, for
+//! a suspended tenant, its rules), so each template is rendered twice into a [`Stencil`] (text
+//! with holes), once with the rules of an active tenant and once of a suspended one, and
+//! filled per tenant by copying. The JS migration ships the stencils once plus the tenant list
+//! (and which tenants are suspended) and fills them in JavaScript the same way, so both files
+//! describe byte-identical collections.
 
 use std::fmt::Write as _;
 
@@ -29,6 +36,7 @@ use sha2::{Digest, Sha256};
 use crate::Files;
 use kombiform_model::{
     naming, AccessLevel, CollectionKind, CollectionTemplate, Env, Field, FieldKind, Index, Scope,
+    TenantStatus, Writers, OWNER_FIELD,
 };
 
 /// The tenant-scoped auth template every tenant rule pins the caller to.
@@ -39,22 +47,10 @@ const MIGRATION_TEMPLATE: &str = include_str!("../templates/pocketbase/migration
 
 /// Adds `<env>/pocketbase/collections.json` and `<env>/pocketbase/migrations/<name>.js`.
 pub fn emit(env: Env<'_>, files: &mut Files) {
-    let templates = creation_order(env.collections());
-    let token_ttl = env.platform.sso.token_ttl_seconds;
-    let globals: Vec<Stencil> = templates
-        .iter()
-        .filter(|t| t.scope == Scope::Global)
-        .map(|t| collection(t, token_ttl))
-        .collect();
-    let per_tenant: Vec<Stencil> = templates
-        .iter()
-        .filter(|t| t.scope == Scope::Tenant)
-        .map(|t| collection(t, token_ttl))
-        .collect();
-    let idents: Vec<String> = env.tenants().map(|t| t.ident()).collect();
-
-    let snapshot = snapshot(&globals, &per_tenant, &idents);
-    let migration = migration(env.name(), &globals, &per_tenant, &idents);
+    let stencils = Stencils::of(env);
+    let tenants = tenants(env);
+    let snapshot = snapshot(&stencils, &tenants);
+    let migration = migration(env.name(), &stencils, &tenants);
     let name = migration_file_name(&migration);
     let dir = format!("{}/pocketbase", env.name());
     files.insert(format!("{dir}/collections.json"), snapshot);
@@ -66,18 +62,10 @@ pub fn emit(env: Env<'_>, files: &mut Files) {
 /// each is exactly what `collections.json` holds; a collection that would not parse (a bug
 /// the unit tests rule out) comes back as a JSON string saying so, never as a panic.
 pub fn collections(env: Env<'_>) -> Vec<serde_json::Value> {
-    let templates = creation_order(env.collections());
-    let token_ttl = env.platform.sso.token_ttl_seconds;
-    let stencils = |scope: Scope| -> Vec<Stencil> {
-        templates
-            .iter()
-            .filter(|t| t.scope == scope)
-            .map(|t| collection(t, token_ttl))
-            .collect()
-    };
-    let globals = stencils(Scope::Global);
-    let per_tenant = stencils(Scope::Tenant);
-    let mut out = Vec::with_capacity(globals.len() + per_tenant.len() * env.tenants().count());
+    let stencils = Stencils::of(env);
+    let tenants = tenants(env);
+    let mut out =
+        Vec::with_capacity(stencils.globals.len() + stencils.active.len() * tenants.len());
     let mut text = String::new();
     let mut push = |stencil: &Stencil, ident: &str| {
         text.clear();
@@ -88,15 +76,58 @@ pub fn collections(env: Env<'_>) -> Vec<serde_json::Value> {
             ))
         }));
     };
-    for g in &globals {
+    for g in &stencils.globals {
         push(g, "");
     }
-    for ident in env.tenants().map(|t| t.ident()) {
-        for t in &per_tenant {
-            push(t, &ident);
+    for (ident, suspended) in &tenants {
+        for t in stencils.tenant(*suspended) {
+            push(t, ident);
         }
     }
     out
+}
+
+/// Every template of an environment rendered once: the global collections, and the tenant
+/// collections as active tenants get them and as suspended tenants get them.
+struct Stencils {
+    globals: Vec<Stencil>,
+    active: Vec<Stencil>,
+    suspended: Vec<Stencil>,
+}
+
+impl Stencils {
+    fn of(env: Env<'_>) -> Stencils {
+        let templates = creation_order(env.collections());
+        let token_ttl = env.platform.sso.token_ttl_seconds;
+        let render = |scope: Scope, status: TenantStatus| -> Vec<Stencil> {
+            templates
+                .iter()
+                .filter(|t| t.scope == scope)
+                .map(|t| collection(t, token_ttl, status))
+                .collect()
+        };
+        Stencils {
+            globals: render(Scope::Global, TenantStatus::Active),
+            active: render(Scope::Tenant, TenantStatus::Active),
+            suspended: render(Scope::Tenant, TenantStatus::Suspended),
+        }
+    }
+
+    /// The tenant stencils for an active (`false`) or suspended (`true`) tenant.
+    fn tenant(&self, suspended: bool) -> &[Stencil] {
+        if suspended {
+            &self.suspended
+        } else {
+            &self.active
+        }
+    }
+}
+
+/// The environment's tenants in order: (ident, whether suspended).
+fn tenants(env: Env<'_>) -> Vec<(String, bool)> {
+    env.tenants()
+        .map(|t| (t.ident(), t.status == TenantStatus::Suspended))
+        .collect()
 }
 
 /// Templates in an order where every relation target comes before the collections that
@@ -234,8 +265,9 @@ fn id_segs(template: &str, scope: Scope) -> Vec<Seg<'_>> {
     segs
 }
 
-/// Renders one template into a stencil (one JSON object, no trailing newline).
-fn collection(t: &CollectionTemplate, token_ttl: u32) -> Stencil {
+/// Renders one template into a stencil (one JSON object, no trailing newline), with the
+/// rules of a tenant of `status` (global templates: `Active`).
+fn collection(t: &CollectionTemplate, token_ttl: u32, status: TenantStatus) -> Stencil {
     let mut s = Stencil::default();
     let name = name_segs(&t.name, t.scope);
     let kind = match t.kind {
@@ -247,22 +279,26 @@ fn collection(t: &CollectionTemplate, token_ttl: u32) -> Stencil {
     s.raw(",\"name\":");
     s.string(&name);
     let _ = write!(s.cur, ",\"type\":\"{kind}\",");
+    let open = status == TenantStatus::Active;
+    let levels = t.levels();
     let rules = [
-        ("listRule", t.access.read),
-        ("viewRule", t.access.read),
-        ("createRule", t.access.create),
-        ("updateRule", t.access.update),
-        ("deleteRule", t.access.delete),
+        ("listRule", Op::Read, levels.read),
+        ("viewRule", Op::Read, levels.read),
+        ("createRule", Op::Create, levels.create),
+        ("updateRule", Op::Update, levels.update),
+        ("deleteRule", Op::Delete, levels.delete),
     ];
-    for (key, level) in rules {
+    for (key, op, level) in rules {
         let _ = write!(s.cur, "\n \"{key}\":");
-        s.opt_string(rule(t, level).as_deref());
+        let rule = if open { rule(t, op, level) } else { None };
+        s.opt_string(rule.as_deref());
         s.raw(",");
     }
     if t.kind == CollectionKind::Auth {
         // Only superusers manage users; anyone of the collection may authenticate, since
-        // the tenant is already pinned by which collection the user lives in.
-        let auth_rule = if t.scope == Scope::Tenant {
+        // the tenant is already pinned by which collection the user lives in. A suspended
+        // tenant's users cannot authenticate (nor refresh a token).
+        let auth_rule = if t.scope == Scope::Tenant && open {
             "\"\""
         } else {
             "null"
@@ -303,10 +339,29 @@ const ID_FIELD: &str =
 \"primaryKey\":true,\"required\":true,\"min\":15,\"max\":15,\"pattern\":\"^[a-z0-9]+$\",\
 \"autogeneratePattern\":\"[a-z0-9]{15}\"}";
 
-/// An API rule. Tenant rules require a signed-in user of the same tenant's `users`
-/// collection; `Owner` also requires the record's owner (or, for users, the user itself);
-/// `Nobody` and every rule of a global collection are `null`: superusers only.
-fn rule(t: &CollectionTemplate, level: AccessLevel) -> Option<Vec<Seg<'static>>> {
+/// What a rule is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Read,
+    Create,
+    Update,
+    Delete,
+}
+
+/// An API rule of an active tenant. Tenant rules require a signed-in user of the same
+/// tenant's `users` collection; `Owner` also requires the record's owner (or, for users, the
+/// user itself); `Nobody` and every rule of a global collection are `null`: superusers only.
+///
+/// Create and update rules also keep members off the fields they may not write (verified
+/// against PocketBase 0.40.6, for JSON and multipart bodies, `@jsonPayload`, and the `+`/`-`
+/// modifiers, which PocketBase resolves into the final value before the rule sees it):
+/// - a superuser-only field ([`Writers::Superuser`]): `@request.body.f:isset = false` on
+///   create, `@request.body.f:changed = false` on update (a client may send the unchanged
+///   value back);
+/// - the ownership field of a base template: `@request.body.owner = @request.auth.id` on
+///   create (a member creates records owned by themselves only), and unchangeable on update,
+///   by the owner too (a record is never given away or taken over through the API).
+fn rule(t: &CollectionTemplate, op: Op, level: AccessLevel) -> Option<Vec<Seg<'_>>> {
     if t.scope == Scope::Global || level == AccessLevel::Nobody {
         return None;
     }
@@ -321,7 +376,28 @@ fn rule(t: &CollectionTemplate, level: AccessLevel) -> Option<Vec<Seg<'static>>>
             CollectionKind::Base => " && owner = @request.auth.id",
         }));
     }
+    if matches!(op, Op::Create | Op::Update) {
+        for f in &t.fields {
+            if let Some(guard) = write_guard(t.kind, f, op) {
+                segs.extend([Seg::Text(" && @request.body."), Seg::Text(&f.name)]);
+                segs.push(Seg::Text(guard));
+            }
+        }
+    }
     Some(segs)
+}
+
+/// The condition after `@request.body.<field>` that keeps members from writing `f` in a
+/// create or update, if they may not write it freely.
+fn write_guard(kind: CollectionKind, f: &Field, op: Op) -> Option<&'static str> {
+    let owner = kind == CollectionKind::Base && f.name == OWNER_FIELD;
+    let superuser = f.kind != FieldKind::Autodate && f.writers(kind) == Writers::Superuser;
+    match op {
+        Op::Create if superuser => Some(":isset = false"),
+        Op::Create if owner => Some(" = @request.auth.id"),
+        Op::Update if superuser || owner => Some(":changed = false"),
+        _ => None,
+    }
 }
 
 /// One field object. Import replaces a field as a whole (verified: an option left out is
@@ -471,10 +547,11 @@ fn index(s: &mut Stencil, t: &CollectionTemplate, ix: &Index) {
 // ---------------------------------------------------------------------------------------
 
 /// `collections.json`: globals, then each tenant's collections in creation order.
-fn snapshot(globals: &[Stencil], per_tenant: &[Stencil], idents: &[String]) -> String {
-    let size_hint = globals.iter().map(stencil_len).sum::<usize>()
-        + idents.len()
-            * per_tenant
+fn snapshot(stencils: &Stencils, tenants: &[(String, bool)]) -> String {
+    let size_hint = stencils.globals.iter().map(stencil_len).sum::<usize>()
+        + tenants.len()
+            * stencils
+                .active
                 .iter()
                 .map(|s| stencil_len(s) + 40)
                 .sum::<usize>();
@@ -487,12 +564,12 @@ fn snapshot(globals: &[Stencil], per_tenant: &[Stencil], idents: &[String]) -> S
         }
         first = false;
     };
-    for g in globals {
+    for g in &stencils.globals {
         sep(&mut out);
         g.fill("", &mut out);
     }
-    for ident in idents {
-        for t in per_tenant {
+    for (ident, suspended) in tenants {
+        for t in stencils.tenant(*suspended) {
             sep(&mut out);
             t.fill(ident, &mut out);
         }
@@ -505,11 +582,21 @@ fn stencil_len(s: &Stencil) -> usize {
     s.parts.iter().map(String::len).sum()
 }
 
-/// The JS migration: the stencils once, the tenant idents, and a loop that fills them.
-fn migration(env: &str, globals: &[Stencil], per_tenant: &[Stencil], idents: &[String]) -> String {
-    let placeholder = placeholder(per_tenant);
-    let globals: Vec<String> = globals.iter().map(|g| g.joined("")).collect();
-    let templates: Vec<String> = per_tenant.iter().map(|t| t.joined(&placeholder)).collect();
+/// The JS migration: the stencils once, the tenant idents (and which are suspended), and a
+/// loop that fills them.
+fn migration(env: &str, stencils: &Stencils, tenants: &[(String, bool)]) -> String {
+    let all_tenant: Vec<&Stencil> = stencils.active.iter().chain(&stencils.suspended).collect();
+    let placeholder = placeholder(&all_tenant);
+    let joined =
+        |set: &[Stencil]| -> Vec<String> { set.iter().map(|t| t.joined(&placeholder)).collect() };
+    let globals: Vec<String> = stencils.globals.iter().map(|g| g.joined("")).collect();
+    let (templates, suspended_templates) = (joined(&stencils.active), joined(&stencils.suspended));
+    let idents: Vec<&str> = tenants.iter().map(|(i, _)| i.as_str()).collect();
+    let suspended: Vec<&str> = tenants
+        .iter()
+        .filter(|(_, s)| *s)
+        .map(|(i, _)| i.as_str())
+        .collect();
     let mut jinja = Environment::new();
     jinja.set_auto_escape_callback(|_| AutoEscape::None);
     let rendered = jinja.template_from_str(MIGRATION_TEMPLATE).and_then(|tpl| {
@@ -518,7 +605,9 @@ fn migration(env: &str, globals: &[Stencil], per_tenant: &[Stencil], idents: &[S
             placeholder => placeholder,
             globals => globals,
             templates => templates,
-            tenants => minijinja::value::Serde(idents),
+            suspended_templates => suspended_templates,
+            tenants => minijinja::value::Serde(&idents),
+            suspended => minijinja::value::Serde(&suspended),
         })
     });
     // The template is part of the binary and its inputs are plain strings: rendering can
@@ -532,7 +621,7 @@ fn migration(env: &str, globals: &[Stencil], per_tenant: &[Stencil], idents: &[S
 
 /// The text standing for the tenant ident in the migration's templates: `{tenant}`, with
 /// more braces if a template already contains it, so that splitting on it is exact.
-fn placeholder(per_tenant: &[Stencil]) -> String {
+fn placeholder(per_tenant: &[&Stencil]) -> String {
     let mut p = "{tenant}".to_string();
     while per_tenant
         .iter()
@@ -728,7 +817,14 @@ mod tests {
         let member = "@request.auth.id != '' && @request.auth.collectionName = 't_stark_lab_users'";
         let nodes = by_name(&snap, "t_stark_lab_nodes");
         assert_eq!(nodes["listRule"], member);
-        assert_eq!(nodes["createRule"], member);
+        assert_eq!(
+            nodes["createRule"],
+            format!("{member} && @request.body.owner = @request.auth.id")
+        );
+        assert_eq!(
+            nodes["updateRule"],
+            format!("{member} && @request.body.owner:changed = false")
+        );
         assert_eq!(
             nodes["deleteRule"],
             format!("{member} && owner = @request.auth.id")
@@ -737,22 +833,107 @@ mod tests {
         assert_eq!(users["createRule"], Value::Null);
         assert_eq!(
             users["updateRule"],
-            format!("{member} && id = @request.auth.id")
+            format!(
+                "{member} && id = @request.auth.id \
+                 && @request.body.zitadelSub:changed = false && @request.body.role:changed = false"
+            )
         );
+        assert_eq!(users["authRule"], "");
         assert_eq!(users["passwordAuth"]["enabled"], true);
         assert_eq!(users["oauth2"]["enabled"], false);
         assert_eq!(users["authToken"]["duration"], 900);
         let sims = by_name(&snap, "t_stark_lab_simulations");
         assert_eq!(sims["updateRule"], Value::Null);
         let global = by_name(&snap, "_sso_mappings");
-        for rule in [
-            "listRule",
-            "viewRule",
-            "createRule",
-            "updateRule",
-            "deleteRule",
-        ] {
+        for rule in RULES {
             assert_eq!(global[rule], Value::Null, "{rule}");
+        }
+    }
+
+    const RULES: [&str; 5] = [
+        "listRule",
+        "viewRule",
+        "createRule",
+        "updateRule",
+        "deleteRule",
+    ];
+
+    #[test]
+    fn superuser_only_fields_are_guarded_on_create_and_update() {
+        let mut model = example_model();
+        let nodes = model
+            .collections
+            .iter_mut()
+            .find(|c| c.name == "nodes")
+            .expect("nodes");
+        let online = nodes
+            .fields
+            .iter_mut()
+            .find(|f| f.name == "online")
+            .expect("online");
+        online.writable_by = Some(Writers::Superuser);
+        let users = model
+            .collections
+            .iter_mut()
+            .find(|c| c.name == "users")
+            .expect("users");
+        users.access.create = Some(AccessLevel::Member);
+        let snap = snapshot_of(&emit_env(&model, "local"), "local");
+        let member = "@request.auth.id != '' && @request.auth.collectionName = 't_acme_users'";
+        let nodes = by_name(&snap, "t_acme_nodes");
+        assert_eq!(
+            nodes["createRule"],
+            format!(
+                "{member} && @request.body.owner = @request.auth.id \
+                 && @request.body.online:isset = false"
+            )
+        );
+        assert_eq!(
+            nodes["updateRule"],
+            format!(
+                "{member} && @request.body.owner:changed = false \
+                 && @request.body.online:changed = false"
+            )
+        );
+        // Every field of a user record is kombify-sso's unless it says otherwise.
+        let users = by_name(&snap, "t_acme_users");
+        assert_eq!(
+            users["createRule"],
+            format!(
+                "{member} && @request.body.zitadelSub:isset = false \
+                 && @request.body.role:isset = false"
+            )
+        );
+    }
+
+    #[test]
+    fn a_suspended_tenant_keeps_its_collections_behind_superuser_only_rules() {
+        let model = example_model();
+        let hooli = model
+            .tenants
+            .iter()
+            .find(|t| t.slug == "hooli")
+            .expect("hooli");
+        assert_eq!(hooli.status, TenantStatus::Suspended);
+        let snap = snapshot_of(&emit_env(&model, "local"), "local");
+        for template in ["users", "stacks", "nodes", "simulations"] {
+            let open = by_name(&snap, &format!("t_acme_{template}"));
+            let closed = by_name(&snap, &format!("t_hooli_{template}"));
+            for rule in RULES {
+                assert_eq!(closed[rule], Value::Null, "{template} {rule}");
+            }
+            // Only the rules differ: the fields, indexes and data stay.
+            let text = serde_json::to_string(open).expect("json");
+            let mut open =
+                serde_json::from_str::<Value>(&text.replace("acme", "hooli")).expect("json");
+            for rule in RULES {
+                open[rule] = Value::Null;
+            }
+            if template == "users" {
+                assert_eq!(open["authRule"], "");
+                open["authRule"] = Value::Null;
+            }
+            assert_eq!(&open, closed, "{template}");
         }
     }
 
@@ -862,15 +1043,24 @@ mod tests {
         let array = |start: &str| -> Value {
             let from = js.find(start).expect("section") + start.len();
             let len = js[from..].find(";\n").expect("section end");
-            serde_json::from_str(&js[from..from + len]).expect("section is JSON")
+            let text = js[from..from + len].trim_end_matches(')');
+            serde_json::from_str(text).expect("section is JSON")
         };
         let globals = array("const globals = ");
         let templates = array("const templates = ");
+        let suspended_templates = array("const suspendedTemplates = ");
         let tenants = array("const tenants = ");
+        let suspended = array("const suspended = new Set(");
+        assert_eq!(suspended, serde_json::json!(["hooli"]));
         let mut expanded: Vec<Value> = globals.as_array().expect("globals").clone();
         for ident in tenants.as_array().expect("tenants") {
+            let set = if suspended.as_array().expect("set").contains(ident) {
+                &suspended_templates
+            } else {
+                &templates
+            };
             let ident = ident.as_str().expect("ident");
-            for t in templates.as_array().expect("templates") {
+            for t in set.as_array().expect("templates") {
                 let text = serde_json::to_string(t).expect("json");
                 let filled = text.split("{tenant}").collect::<Vec<_>>().join(ident);
                 expanded.push(serde_json::from_str(&filled).expect("filled json"));

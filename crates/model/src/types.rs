@@ -1041,40 +1041,63 @@ impl CollectionTemplate {
             _ => self.name.clone(),
         }
     }
-}
 
-/// Who may do what in a tenant collection. Every rule also requires an authenticated
-/// user of the same tenant; anonymous access is never granted.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CollectionAccess {
-    /// List and view.
-    #[serde(default = "default_member")]
-    pub read: AccessLevel,
-    /// Create.
-    #[serde(default = "default_member")]
-    pub create: AccessLevel,
-    /// Update.
-    #[serde(default = "default_member")]
-    pub update: AccessLevel,
-    /// Delete.
-    #[serde(default = "default_member")]
-    pub delete: AccessLevel,
-}
-
-impl Default for CollectionAccess {
-    fn default() -> Self {
-        CollectionAccess {
-            read: AccessLevel::Member,
-            create: AccessLevel::Member,
-            update: AccessLevel::Member,
-            delete: AccessLevel::Member,
-        }
+    /// The access levels, with the defaults of the template's type filled in.
+    pub fn levels(&self) -> Levels {
+        self.access.levels(self.kind)
     }
 }
 
-fn default_member() -> AccessLevel {
-    AccessLevel::Member
+/// Who may do what in a tenant collection. Every rule also requires an authenticated
+/// user of the same tenant; anonymous access is never granted. A level left out takes the
+/// default of the template's type ([`CollectionAccess::levels`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CollectionAccess {
+    /// List and view.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<AccessLevel>,
+    /// Create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create: Option<AccessLevel>,
+    /// Update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<AccessLevel>,
+    /// Delete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete: Option<AccessLevel>,
+}
+
+/// The access level of each operation, defaults filled in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Levels {
+    /// List and view.
+    pub read: AccessLevel,
+    /// Create.
+    pub create: AccessLevel,
+    /// Update.
+    pub update: AccessLevel,
+    /// Delete.
+    pub delete: AccessLevel,
+}
+
+impl CollectionAccess {
+    /// The levels for a template of `kind`. Defaults: `member` for everything in base
+    /// templates; in auth templates `read: member`, `update: owner` (a user's own record) and
+    /// `create`/`delete: nobody`, since user records are identities that kombify-sso creates.
+    pub fn levels(&self, kind: CollectionKind) -> Levels {
+        use AccessLevel::{Member, Nobody, Owner};
+        let (create, update, delete) = match kind {
+            CollectionKind::Base => (Member, Member, Member),
+            CollectionKind::Auth => (Nobody, Owner, Nobody),
+        };
+        Levels {
+            read: self.read.unwrap_or(Member),
+            create: self.create.unwrap_or(create),
+            update: self.update.unwrap_or(update),
+            delete: self.delete.unwrap_or(delete),
+        }
+    }
 }
 
 /// An access level of a tenant collection rule.
@@ -1126,6 +1149,48 @@ pub struct Field {
     /// Earlier names of this field: the deploy engine renames instead of dropping.
     #[serde(default)]
     pub renamed_from: Vec<String>,
+    /// Who may write this field. Left out: `superuser` in auth templates (a user record is
+    /// identity: its fields are kombify-sso's unless the template says otherwise), `members`
+    /// in base templates. See [`Field::writers`].
+    #[serde(default)]
+    pub writable_by: Option<Writers>,
+}
+
+/// Who may write a field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Writers {
+    /// Whoever the collection's `create`/`update` access admits. The ownership field is
+    /// still bound to the caller: see [`OWNER_FIELD`].
+    Members,
+    /// Superusers only (kombify-sso): a member's create or update that sets it is refused.
+    Superuser,
+}
+
+/// The fields of a tenant's user records that kombify-sso writes and that identify or
+/// authorise the user: the Zitadel subject and the role. Only superusers may write them; a
+/// template that lets members write them is the `member-writable-identity` diagnostic.
+pub const IDENTITY_FIELDS: [&str; 2] = [USER_SUBJECT_FIELD, USER_ROLE_FIELD];
+
+/// The field of a tenant's user records holding the Zitadel subject.
+pub const USER_SUBJECT_FIELD: &str = "zitadelSub";
+
+/// The field of a tenant's user records holding the user's role in the tenant.
+pub const USER_ROLE_FIELD: &str = "role";
+
+/// The ownership field of base templates: `owner` access levels compare it with the caller,
+/// and the generated rules bind it to the caller on create and keep members from changing it.
+pub const OWNER_FIELD: &str = "owner";
+
+impl Field {
+    /// Who may write this field in a template of `kind`: `writableBy`, or the default of
+    /// the template's type.
+    pub fn writers(&self, kind: CollectionKind) -> Writers {
+        self.writable_by.unwrap_or(match kind {
+            CollectionKind::Auth => Writers::Superuser,
+            CollectionKind::Base => Writers::Members,
+        })
+    }
 }
 
 /// PocketBase field types kombiform generates.

@@ -16,7 +16,7 @@ use super::load::{Documents, Located};
 use kombiform_model::naming::{self, ident_problem, name_problem};
 use kombiform_model::{
     Access, AccessLevel, CollectionKind, FieldKind, KongEdition, Model, PlanFeature, Platform,
-    Scope,
+    Scope, Writers, IDENTITY_FIELDS, OWNER_FIELD,
 };
 
 /// Runs every check and returns the model (sorted). The model is only meaningful when no
@@ -1287,6 +1287,63 @@ fn check_flag(
     }
 }
 
+/// `member-writable-identity`: a tenant template that lets members write what identifies,
+/// authorises or owns: creating user records (identities are kombify-sso's), writing a user's
+/// Zitadel subject or role, or writing the ownership field freely.
+fn check_member_writable_identity(
+    l: &Located<kombiform_model::CollectionTemplate>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let c = &l.item;
+    if c.kind == CollectionKind::Auth {
+        if let Some(level) = c.access.create.filter(|a| *a != AccessLevel::Nobody) {
+            diags.push(
+                Diagnostic::error(
+                    "member-writable-identity",
+                    format!(
+                        "`{}` lets {} create user records, but a user record is an identity: kombify-sso creates it on the user's first login",
+                        c.name,
+                        level_who(level)
+                    ),
+                    l.label(&["spec", "access", "create"]),
+                )
+                .hint("leave `create` out or set `create: nobody`"),
+            );
+        }
+    }
+    for (i, f) in c.fields.iter().enumerate() {
+        if f.writable_by != Some(Writers::Members) {
+            continue;
+        }
+        let why = match c.kind {
+            CollectionKind::Auth if IDENTITY_FIELDS.contains(&f.name.as_str()) => {
+                "identifies or authorises a user: only kombify-sso may write it"
+            }
+            CollectionKind::Base if f.name == OWNER_FIELD => {
+                "is the ownership field: it is set from the caller on create and members cannot change it"
+            }
+            _ => continue,
+        };
+        diags.push(
+            Diagnostic::error(
+                "member-writable-identity",
+                format!("`{}.{}` {why}", c.name, f.name),
+                l.label(&["spec", "fields", &i.to_string(), "writableBy"]),
+            )
+            .hint("remove `writableBy: members`"),
+        );
+    }
+}
+
+/// Who an access level admits, in words.
+fn level_who(level: AccessLevel) -> &'static str {
+    match level {
+        AccessLevel::Member => "members",
+        AccessLevel::Owner => "owners",
+        AccessLevel::Nobody => "nobody",
+    }
+}
+
 fn check_collections(
     cols: &[Located<kombiform_model::CollectionTemplate>],
     diags: &mut Vec<Diagnostic>,
@@ -1491,24 +1548,24 @@ fn check_collections(
             }
         }
         if c.kind == CollectionKind::Base && c.scope == Scope::Tenant {
-            let uses_owner = [
-                c.access.read,
-                c.access.create,
-                c.access.update,
-                c.access.delete,
-            ]
-            .contains(&AccessLevel::Owner);
+            let levels = c.levels();
+            let uses_owner = [levels.read, levels.create, levels.update, levels.delete]
+                .contains(&AccessLevel::Owner);
             let owner_ok = c.fields.iter().any(|f| {
-                f.name == "owner"
+                f.name == OWNER_FIELD
                     && f.kind == FieldKind::Relation
                     && f.target.as_deref() == Some("users")
+                    && f.max_select.unwrap_or(1) == 1
             });
             if uses_owner && !owner_ok {
                 diags.push(
-                    Diagnostic::error("missing-owner-field", format!("`{}` grants access to the record's owner, but has no `owner` relation to `users`", c.name), l.key_label(&["spec"], "access"))
+                    Diagnostic::error("missing-owner-field", format!("`{}` grants access to the record's owner, but has no single `owner` relation to `users`", c.name), l.key_label(&["spec"], "access"))
                         .hint("add `{name: owner, type: relation, target: users, maxSelect: 1}` or use `member`/`nobody`"),
                 );
             }
+        }
+        if c.scope == Scope::Tenant {
+            check_member_writable_identity(l, diags);
         }
     }
     // Relation cycles: collections must be creatable in some order.

@@ -447,3 +447,117 @@ fn out_of_band_changes_show_as_drift_and_stale_plans_are_refused() -> Result<()>
     );
     Ok(())
 }
+
+/// A request to the lab's PocketBase: (status, JSON body or `Null`).
+fn pb_call(
+    lab: &Lab,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> Result<(u16, Value)> {
+    let url = format!("{}{path}", lab.pb.url());
+    let agent = lab.pb.agent();
+    let mut res = match (method, body) {
+        ("GET", _) => agent.get(&url).header("Authorization", token).call()?,
+        ("POST", b) => agent
+            .post(&url)
+            .header("Authorization", token)
+            .send_json(b.unwrap_or(Value::Null))?,
+        (other, _) => anyhow::bail!("unsupported method {other}"),
+    };
+    let status = res.status().as_u16();
+    let text = res.body_mut().read_to_string().unwrap_or_default();
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
+#[test]
+fn suspending_a_tenant_is_a_planned_rule_change_that_shuts_and_reopens_its_data() -> Result<()> {
+    let lab = Lab::start()?;
+    let out = lab.apply(&[])?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // A member of acme with a token issued before the suspension, and a record of theirs.
+    let su = lab.pb.superuser_token()?;
+    let password = "Tenant-Pass-123456";
+    let (status, user) = pb_call(
+        &lab,
+        "POST",
+        "/api/collections/t_acme_users/records",
+        &su,
+        Some(serde_json::json!({
+        "email": "alice@acme.test", "password": password, "passwordConfirm": password,
+        "verified": true, "zitadelSub": "310000000000000042", "role": "member"})),
+    )?;
+    assert_eq!(status, 200, "{user}");
+    let alice = user["id"].as_str().context("user id")?;
+    let impersonate = format!("/api/collections/t_acme_users/impersonate/{alice}");
+    let (status, auth) = pb_call(
+        &lab,
+        "POST",
+        &impersonate,
+        &su,
+        Some(serde_json::json!({"duration": 3600})),
+    )?;
+    assert_eq!(status, 200, "{auth}");
+    let token = auth["token"].as_str().context("token")?;
+    let stack = serde_json::json!({"name": "homelab", "stackkit": "k3s", "owner": alice});
+    let (status, body) = pb_call(
+        &lab,
+        "POST",
+        "/api/collections/t_acme_stacks/records",
+        token,
+        Some(stack),
+    )?;
+    assert_eq!(status, 200, "{body}");
+    let stacks = "/api/collections/t_acme_stacks/records";
+    let access = || -> Result<u16> { Ok(pb_call(&lab, "GET", stacks, token, None)?.0) };
+    assert_eq!(access()?, 200);
+
+    let active = "  plan: pro\n  zitadelOrgId: \"284715550000000001\"\n";
+    let suspended = "  plan: pro\n  zitadelOrgId: \"284715550000000001\"\n  status: suspended\n";
+    let acme_collections: Vec<String> = ["nodes", "simulations", "stacks", "users"]
+        .iter()
+        .map(|t| format!("pocketbase.collection.t_acme_{t}"))
+        .collect();
+    for (from, to, open) in [(active, suspended, false), (suspended, active, true)] {
+        lab.edit("tenants.yaml", from, to)?;
+        // `kombiform plan` shows the rules of exactly acme's collections changing.
+        let out = lab.run(&["plan", "--env", "local"])?;
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        let shown = String::from_utf8_lossy(&out.stdout);
+        for c in &acme_collections {
+            assert!(
+                shown.contains(&format!("~ {c}")),
+                "{c} not in the plan:\n{shown}"
+            );
+        }
+        let rule_to = if open { "null → " } else { " → null" };
+        assert!(
+            shown.contains("listRule: ") && shown.contains(rule_to),
+            "{shown}"
+        );
+        let (_, plan) = lab.plan_json()?;
+        let mut expected = acme_collections.clone();
+        expected.push("postgres.tenant.acme".to_string());
+        assert_eq!(addresses(&plan), expected);
+        assert!(
+            plan["changes"]
+                .as_array()
+                .is_some_and(|a| a.iter().all(|c| c["destructive"] != Value::Bool(true))),
+            "{plan}"
+        );
+
+        let out = lab.apply(&[])?;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        // At once: the same token, no new sign-in.
+        assert_eq!(access()?, if open { 200 } else { 403 });
+        let (status, list) = pb_call(&lab, "GET", stacks, &su, None)?;
+        assert_eq!(
+            (status, list["totalItems"].as_u64()),
+            (200, Some(1)),
+            "data kept"
+        );
+    }
+    Ok(())
+}

@@ -1,5 +1,6 @@
 //! The emitters' integration tests: generated Bicep parsed by the tree-sitter grammar, Kong
-//! configs through the typed checks, PocketBase output imported into the real PocketBase,
+//! configs through the typed checks, PocketBase output imported into the real PocketBase
+//! (and its rules tried by a hostile tenant member),
 //! SQL applied to the real PostgreSQL.
 
 // Test code: unwrapping is how a test says "this must work" (clippy.toml allows it in
@@ -12,4 +13,5 @@ mod bicep;
 mod kong;
 mod kong_check;
 mod pocketbase;
+mod pocketbase_rules;
 mod sql;

@@ -32,7 +32,7 @@ fn snapshot_text(files: &Files) -> Result<&str> {
 }
 
 /// One request; returns the status and the body parsed as JSON (`Null` when empty).
-fn call(
+pub(crate) fn call(
     pb: &PocketBase,
     method: &str,
     path: &str,
@@ -42,6 +42,13 @@ fn call(
     let url = format!("{}{path}", pb.url());
     let agent = pb.agent();
     let mut response = match (method, body) {
+        ("DELETE", _) => {
+            let mut req = agent.delete(&url);
+            if let Some(t) = token {
+                req = req.header("Authorization", t);
+            }
+            req.call()
+        }
         ("GET", _) => {
             let mut req = agent.get(&url);
             if let Some(t) = token {
@@ -108,7 +115,7 @@ fn collections(pb: &PocketBase, token: &str) -> Result<Vec<Value>> {
     Ok(items)
 }
 
-fn import(pb: &PocketBase, token: &str, snapshot: &str) -> Result<()> {
+pub(crate) fn import(pb: &PocketBase, token: &str, snapshot: &str) -> Result<()> {
     let (status, body) = call(
         pb,
         "PUT",

@@ -21,6 +21,9 @@ pub enum SsoError {
     EmailRequired,
     /// Another user of the tenant has this e-mail address.
     EmailTaken,
+    /// A user record kombify-sso did not create for this subject already holds it: it is
+    /// never adopted, an operator must resolve it.
+    SubjectConflict,
     /// A malformed request (safe message).
     BadRequest(String),
     /// A webhook signature did not verify (reason logged).
@@ -56,6 +59,11 @@ impl SsoError {
                 "email_taken",
                 "another user of this tenant has this e-mail address",
             ),
+            SsoError::SubjectConflict => ApiError::new(
+                StatusCode::CONFLICT,
+                "subject_conflict",
+                "another user record of this tenant claims this identity",
+            ),
             SsoError::BadRequest(m) => ApiError::bad_request(m.clone()),
             SsoError::BadSignature(_) => ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -86,6 +94,9 @@ impl IntoResponse for SsoError {
             SsoError::Unauthorized(r) => tracing::info!(reason = r, "unauthorized"),
             SsoError::TenantForbidden(r) => tracing::info!(reason = r, "tenant forbidden"),
             SsoError::BadSignature(r) => tracing::warn!(reason = r, "webhook signature refused"),
+            SsoError::SubjectConflict => {
+                tracing::warn!("a user record not linked by a mapping holds the subject")
+            }
             SsoError::Unavailable(e) => {
                 tracing::error!(error = %format!("{e:#}"), "dependency failed")
             }

@@ -1,6 +1,14 @@
 //! The SSO exchange: a Zitadel access token → tenant → PocketBase user (found through
 //! `_sso_mappings`, or created within the tenant's user quota) → a short-lived PocketBase token.
 //!
+//! The link between a Zitadel subject and a user record is the mapping alone: a first login
+//! writes the mapping (superuser-only) with a fresh user id, then creates the user at that id.
+//! A user record is never adopted because of what it holds (a `zitadelSub` is data in the
+//! record, not proof): if another record already holds the subject, the login is refused as
+//! a conflict for an operator to resolve. A mapping whose user is missing (a first login
+//! interrupted between the two writes, or a user deleted by hand) gets its user created at
+//! the id it names.
+//!
 //! Concurrency: a first login holds one PostgreSQL transaction with a per-subject advisory lock
 //! (so one subject never gets two users) and the quota row lock taken by the seat reservation
 //! (so the tenant never passes `max_users`); the seat is committed only with the user and its
@@ -12,7 +20,7 @@ use serde_json::json;
 
 use super::db::{self, Audit, TenantLookup};
 use super::error::SsoError;
-use super::pocketbase::{Created, Mapping, User};
+use super::pocketbase::{new_user_id, Created, Mapping, User};
 use super::token::AccessToken;
 use super::Sso;
 use kombiform_model::naming;
@@ -96,12 +104,12 @@ pub async fn exchange(sso: &Sso, raw_token: &str) -> Result<Exchanged, SsoError>
         return Err(SsoError::UserDisabled);
     }
     let mappings = &sso.config.pocketbase.sso_mappings_collection;
-    let (mapping, quota) = match sso
+    let (mut mapping, mut quota) = match sso
         .pb
         .find_mapping(mappings, issuer, &token.subject)
         .await?
     {
-        Some(m) => ((m), (tenant.max_users, tenant.used_users)),
+        Some(m) => (m, (tenant.max_users, tenant.used_users)),
         None => first_login(sso, raw_token, &token, &tenant).await?,
     };
     if mapping.tenant != tenant.slug {
@@ -109,15 +117,13 @@ pub async fn exchange(sso: &Sso, raw_token: &str) -> Result<Exchanged, SsoError>
             "mapping belongs to another tenant",
         ));
     }
-    let Some((pb_token, user)) = sso
-        .pb
-        .impersonate(
-            &mapping.collection,
-            &mapping.user_id,
-            sso.config.token_ttl_seconds,
-        )
-        .await?
-    else {
+    let mut session = impersonate(sso, &mapping).await?;
+    if session.is_none() {
+        // The mapping names a user that does not exist: create it there (module doc).
+        (mapping, quota) = first_login(sso, raw_token, &token, &tenant).await?;
+        session = impersonate(sso, &mapping).await?;
+    }
+    let Some((pb_token, user)) = session else {
         return Err(SsoError::Internal(anyhow!(
             "mapped user {}/{} does not exist",
             mapping.collection,
@@ -152,6 +158,14 @@ fn response(token: String, user: User, tenant: &TenantLookup, quota: (i32, i32))
             used_users: quota.1,
         },
     }
+}
+
+/// A token for the mapped user and its record; `None` when the user does not exist.
+async fn impersonate(sso: &Sso, m: &Mapping) -> Result<Option<(String, User)>, SsoError> {
+    Ok(sso
+        .pb
+        .impersonate(&m.collection, &m.user_id, sso.config.token_ttl_seconds)
+        .await?)
 }
 
 async fn audit_quietly(sso: &Sso, audit: &Audit<'_>) {
@@ -200,8 +214,8 @@ async fn userinfo(sso: &Sso, raw_token: &str, subject: &str) -> Result<(String, 
     Ok((email.to_string(), name))
 }
 
-/// Creates the user, its mapping and its seat (see the module doc); returns the mapping and
-/// the quota after it.
+/// Creates the mapping, its user and its seat (see the module doc), or the missing user of an
+/// existing mapping; returns the mapping and the quota after it.
 async fn first_login(
     sso: &Sso,
     raw_token: &str,
@@ -218,13 +232,20 @@ async fn first_login(
         .context("starting a first-login transaction")?;
     db::lock_subject(&tx, issuer, &token.subject).await?;
     // A concurrent login of the same subject may have finished while this one waited.
-    if let Some(m) = sso
+    let existing = sso
         .pb
         .find_mapping(mappings, issuer, &token.subject)
-        .await?
-    {
-        let q = db::quota(&tx, &tenant.slug).await?;
-        return Ok((m, q));
+        .await?;
+    if let Some(m) = &existing {
+        if m.tenant != tenant.slug {
+            return Err(SsoError::TenantForbidden(
+                "mapping belongs to another tenant",
+            ));
+        }
+        if sso.pb.user_exists(&m.collection, &m.user_id).await? {
+            let q = db::quota(&tx, &tenant.slug).await?;
+            return Ok((m.clone(), q));
+        }
     }
     let quota = if db::has_seat(&tx, issuer, &token.subject, &tenant.slug).await? {
         db::quota(&tx, &tenant.slug).await?
@@ -236,59 +257,64 @@ async fn first_login(
         tx.rollback()
             .await
             .context("rolling back a refused first login")?;
-        let audit = Audit {
-            actor: &token.subject,
-            action: "sso.user.create",
-            target: &tenant.slug,
-            result: "denied",
-            details: json!({"reason": "quota_exceeded"}),
-        };
-        if let Err(e) = db::insert_audit(&client, &audit).await {
-            tracing::error!(error = %format!("{e:#}"), "writing an audit row failed");
-        }
+        deny_on(&client, token, tenant, "quota_exceeded").await;
         return Err(SsoError::QuotaExceeded);
     };
-    let collection = users_collection(&sso.config.pocketbase.users_collection, &tenant.slug);
-    let (user_id, created) = match sso
-        .pb
-        .create_user(&collection, &email, &token.subject, &name)
-        .await?
-    {
-        Created::New(u) => (u.id, true),
-        Created::SubjectTaken => match sso
-            .pb
-            .find_user_by_subject(&collection, &token.subject)
-            .await?
-        {
-            Some(u) => (u.id, false),
-            None => {
-                return Err(SsoError::Internal(anyhow!(
-                    "user with subject exists but cannot be found"
-                )))
-            }
-        },
-        Created::EmailTaken => return Err(SsoError::EmailTaken),
-    };
-    let mapping = Mapping {
-        tenant: tenant.slug.clone(),
-        collection: collection.clone(),
-        user_id: user_id.clone(),
-    };
-    let written = async {
-        if !sso
-            .pb
-            .create_mapping(mappings, issuer, &token.subject, &token.org_id, &mapping)
-            .await?
-        {
-            anyhow::bail!("the subject was mapped by another writer");
+    // The mapping first: it is the link, and names the id the user is created with.
+    let (mapping, written) = match existing {
+        Some(m) => (m, None),
+        None => {
+            let m = Mapping {
+                tenant: tenant.slug.clone(),
+                collection: users_collection(&sso.config.pocketbase.users_collection, &tenant.slug),
+                user_id: new_user_id(),
+            };
+            let Some(row) = sso
+                .pb
+                .create_mapping(mappings, issuer, &token.subject, &token.org_id, &m)
+                .await?
+            else {
+                return Err(SsoError::Unavailable(anyhow!(
+                    "the subject was mapped by another writer"
+                )));
+            };
+            (m, Some(row))
         }
+    };
+    let created = sso
+        .pb
+        .create_user(
+            &mapping.collection,
+            &mapping.user_id,
+            &email,
+            &token.subject,
+            &name,
+        )
+        .await;
+    let refused = match created {
+        Ok(Created::New(_)) => None,
+        Ok(Created::SubjectTaken) => Some(SsoError::SubjectConflict),
+        Ok(Created::EmailTaken) => Some(SsoError::EmailTaken),
+        Err(e) => Some(SsoError::Unavailable(e)),
+    };
+    if let Some(err) = refused {
+        forget_mapping(sso, written.as_deref()).await;
+        if matches!(err, SsoError::SubjectConflict) {
+            tx.rollback()
+                .await
+                .context("rolling back a refused first login")?;
+            deny_on(&client, token, tenant, "subject_held_by_unlinked_user").await;
+        }
+        return Err(err);
+    }
+    let committed = async {
         db::upsert_sso_user(
             &tx,
             issuer,
             &token.subject,
             &tenant.slug,
             &token.org_id,
-            &user_id,
+            &mapping.user_id,
         )
         .await?;
         let audit = Audit {
@@ -296,22 +322,54 @@ async fn first_login(
             action: "sso.user.create",
             target: &tenant.slug,
             result: "success",
-            details: json!({"user": user_id, "collection": collection, "adopted": !created}),
+            details: json!({
+                "user": mapping.user_id, "collection": mapping.collection,
+                "recreated": written.is_none(),
+            }),
         };
         db::insert_audit(&tx, &audit).await?;
         tx.commit().await.context("committing the first login")?;
-        Ok(())
+        anyhow::Ok(())
     }
     .await;
-    if let Err(e) = written {
-        if created {
-            if let Err(d) = sso.pb.delete_user(&collection, &user_id).await {
-                tracing::error!(error = %format!("{d:#}"), "could not delete the user of a failed first login");
-            }
+    if let Err(e) = committed {
+        if let Err(d) = sso
+            .pb
+            .delete_user(&mapping.collection, &mapping.user_id)
+            .await
+        {
+            tracing::error!(error = %format!("{d:#}"), "could not delete the user of a failed first login");
         }
+        forget_mapping(sso, written.as_deref()).await;
         return Err(SsoError::Unavailable(e));
     }
     Ok((mapping, quota))
+}
+
+/// Deletes the mapping row a failed first login wrote, if it wrote one. Should that fail too,
+/// the mapping stays and the next login creates its user (module doc).
+async fn forget_mapping(sso: &Sso, row: Option<&str>) {
+    let Some(row) = row else {
+        return;
+    };
+    let mappings = &sso.config.pocketbase.sso_mappings_collection;
+    if let Err(e) = sso.pb.delete_mapping(mappings, row).await {
+        tracing::error!(error = %format!("{e:#}"), "could not delete the mapping of a failed first login");
+    }
+}
+
+/// Writes the audit row of a refused first login on `client` (its transaction rolled back).
+async fn deny_on(client: &db::Client, token: &AccessToken, tenant: &TenantLookup, reason: &str) {
+    let audit = Audit {
+        actor: &token.subject,
+        action: "sso.user.create",
+        target: &tenant.slug,
+        result: "denied",
+        details: json!({ "reason": reason }),
+    };
+    if let Err(e) = db::insert_audit(client, &audit).await {
+        tracing::error!(error = %format!("{e:#}"), "writing an audit row failed");
+    }
 }
 
 #[cfg(test)]

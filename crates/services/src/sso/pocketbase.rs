@@ -1,6 +1,7 @@
-//! The PocketBase calls of the SSO service, all as superuser: `_sso_mappings` lookups and
-//! inserts, tenant user creation, impersonation (short-lived, non-refreshable user tokens) and
-//! token revocation (a password change rotates the user's `tokenKey`; pocketbase.md §4.2).
+//! The PocketBase calls of the SSO service, all as superuser: `_sso_mappings` lookups, inserts
+//! and deletes, tenant user creation at a chosen id, impersonation (short-lived,
+//! non-refreshable user tokens) and token revocation (a password change rotates the user's
+//! `tokenKey`; pocketbase.md §4.2).
 //!
 //! The superuser token is cached and renewed on a 401 or after an hour. Filter values are
 //! restricted to a safe character set instead of being escaped. Not here: quotas, HTTP routes.
@@ -12,6 +13,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use kombiform_model::secret::Secret;
+use kombiform_model::{USER_ROLE_FIELD, USER_SUBJECT_FIELD};
 
 /// How long a superuser token is reused before a fresh login (PocketBase's default is a day).
 const SUPERUSER_TOKEN_REUSE: Duration = Duration::from_secs(3600);
@@ -46,7 +48,8 @@ pub struct Mapping {
 pub enum Created {
     /// A new user.
     New(User),
-    /// A user with this Zitadel subject exists already (created by an earlier, interrupted login).
+    /// Another user record already holds this Zitadel subject. It is never adopted: only the
+    /// mapping links a subject to a user (see [`super::exchange`]).
     SubjectTaken,
     /// Another user of the tenant has this e-mail address.
     EmailTaken,
@@ -78,6 +81,16 @@ pub fn random_password() -> String {
         rand::random::<u128>(),
         rand::random::<u128>()
     )
+}
+
+/// A fresh record id for a user: 15 characters of `[a-z2-7]` (75 random bits), which fits
+/// PocketBase's id pattern `^[a-z0-9]+$` of length 15.
+pub fn new_user_id() -> String {
+    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    kombiform_sys::random_bytes::<15>()
+        .iter()
+        .map(|b| char::from(ALPHABET[usize::from(b % 32)]))
+        .collect()
 }
 
 impl PocketBase {
@@ -239,29 +252,30 @@ impl PocketBase {
         }))
     }
 
-    /// The user of `collection` whose `zitadelSub` is `subject`, if any.
-    pub async fn find_user_by_subject(
-        &self,
-        collection: &str,
-        subject: &str,
-    ) -> Result<Option<User>> {
-        let s = filter_literal(subject).ok_or_else(|| anyhow!("subject has unsafe characters"))?;
-        let row = self.first(collection, &format!("zitadelSub={s}")).await?;
-        row.map(|r| user(&r, collection)).transpose()
+    /// Whether `collection` has a user with record id `id`.
+    pub async fn user_exists(&self, collection: &str, id: &str) -> Result<bool> {
+        let path = format!("/api/collections/{collection}/records/{id}");
+        let (status, _) = self.call(Method::GET, &path, &[], None).await?;
+        match status {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            s => bail!("GET {path} answered {s}"),
+        }
     }
 
-    /// Creates a verified member user with a random password.
+    /// Creates a verified member user with record id `id` and a random password.
     pub async fn create_user(
         &self,
         collection: &str,
+        id: &str,
         email: &str,
         subject: &str,
         name: &str,
     ) -> Result<Created> {
         let password = random_password();
         let body = json!({
-            "email": email, "password": password, "passwordConfirm": password, "verified": true,
-            "zitadelSub": subject, "role": "member", "name": name,
+            "id": id, "email": email, "password": password, "passwordConfirm": password,
+            "verified": true, USER_SUBJECT_FIELD: subject, USER_ROLE_FIELD: "member", "name": name,
         });
         let path = format!("/api/collections/{collection}/records");
         let (status, v) = self.call(Method::POST, &path, &[], Some(&body)).await?;
@@ -273,7 +287,7 @@ impl PocketBase {
                 .and_then(Value::as_str)
                 == Some("validation_not_unique")
         };
-        if status == StatusCode::BAD_REQUEST && not_unique("zitadelSub") {
+        if status == StatusCode::BAD_REQUEST && not_unique(USER_SUBJECT_FIELD) {
             return Ok(Created::SubjectTaken);
         }
         if status == StatusCode::BAD_REQUEST && not_unique("email") {
@@ -295,7 +309,8 @@ impl PocketBase {
         Ok(())
     }
 
-    /// Writes a mapping row. `Ok(false)` when (provider, subject) is mapped already.
+    /// Writes a mapping row; its record id, or `None` when (provider, subject) is mapped
+    /// already.
     pub async fn create_mapping(
         &self,
         mappings: &str,
@@ -303,7 +318,7 @@ impl PocketBase {
         subject: &str,
         org_id: &str,
         m: &Mapping,
-    ) -> Result<bool> {
+    ) -> Result<Option<String>> {
         let body = json!({
             "provider": provider, "subject": subject, "tenant": m.tenant, "orgId": org_id,
             "collection": m.collection, "userId": m.user_id,
@@ -311,18 +326,31 @@ impl PocketBase {
         let path = format!("/api/collections/{mappings}/records");
         let (status, v) = self.call(Method::POST, &path, &[], Some(&body)).await?;
         if status == StatusCode::OK {
-            return Ok(true);
+            let id = v.get("id").and_then(Value::as_str);
+            return id
+                .map(|id| Some(id.to_string()))
+                .with_context(|| format!("POST {path} answered without an id"));
         }
         if status == StatusCode::BAD_REQUEST
             && v.pointer("/data/subject/code").and_then(Value::as_str)
                 == Some("validation_not_unique")
         {
-            return Ok(false);
+            return Ok(None);
         }
         bail!(
             "POST {path} answered {status}: {}",
             v.get("data").cloned().unwrap_or(Value::Null)
         )
+    }
+
+    /// Deletes the mapping row `id` (compensation when its first login failed).
+    pub async fn delete_mapping(&self, mappings: &str, id: &str) -> Result<()> {
+        let path = format!("/api/collections/{mappings}/records/{id}");
+        let (status, _) = self.call(Method::DELETE, &path, &[], None).await?;
+        if !(status.is_success() || status == StatusCode::NOT_FOUND) {
+            bail!("DELETE {path} answered {status}");
+        }
+        Ok(())
     }
 
     /// A non-refreshable token for the user, valid `ttl_seconds`, and the user's record.
@@ -405,6 +433,16 @@ mod tests {
         assert_eq!(filter_literal("x' || 1=1 || '"), None);
         assert_eq!(filter_literal(""), None);
         assert_eq!(filter_literal("a\\b"), None);
+    }
+
+    #[test]
+    fn user_ids_fit_pocketbases_id_pattern_and_differ() {
+        let (a, b) = (new_user_id(), new_user_id());
+        assert_eq!(a.len(), 15);
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+        assert_ne!(a, b);
     }
 
     #[test]

@@ -352,6 +352,90 @@ fn exchange_creates_then_reuses_a_user_whose_token_works_in_pocketbase() {
 }
 
 #[test]
+fn a_first_login_never_lands_in_a_user_record_it_did_not_create_for_the_subject() {
+    let env = SsoEnv::start(30).unwrap_or_else(|e| panic!("{e:#}"));
+    let su = env.pb.superuser_token().unwrap_or_else(|e| panic!("{e:#}"));
+    let (alice_sub, colleague) = ("340000000000000001", "340000000000000002");
+    let (status, _, alice) = env.exchange_blocking(&env.token(alice_sub, ACME_ORG));
+    assert_eq!(status, 200, "{alice}");
+    let alice_id = alice["user"]["id"]
+        .as_str()
+        .expect("test value")
+        .to_string();
+    let alice_token = alice["token"].as_str().expect("test value");
+    let used = || -> i32 {
+        env.query("SELECT used_users FROM kombify.quotas WHERE tenant = 'acme'")[0].get(0)
+    };
+    assert_eq!(used(), 1);
+
+    // alice cannot put the colleague's subject (or a higher role) on her own record.
+    let me = format!("/api/collections/t_acme_users/records/{alice_id}");
+    for body in [json!({"zitadelSub": colleague}), json!({"role": "owner"})] {
+        let (status, reply) = env.pb_send("PATCH", &me, alice_token, Some(&body));
+        assert_eq!(status, 404, "{body}: {reply}");
+    }
+    let (_, record) = env.pb_get(&me, &su);
+    assert_eq!(
+        (record["zitadelSub"].as_str(), record["role"].as_str()),
+        (Some(alice_sub), Some("member"))
+    );
+
+    // A record holding the colleague's subject exists all the same (written before these
+    // rules, or by hand): the colleague's first login does not land in it.
+    let intruder = json!({
+        "email": "intruder@acme.test", "password": "Intruder-Pass-123456",
+        "passwordConfirm": "Intruder-Pass-123456", "verified": true,
+        "zitadelSub": colleague, "role": "member",
+    });
+    let (status, created) = env.pb_send(
+        "POST",
+        "/api/collections/t_acme_users/records",
+        &su,
+        Some(&intruder),
+    );
+    assert_eq!(status, 200, "{created}");
+    let intruder_id = created["id"].as_str().expect("test value").to_string();
+    let (status, _, body) = env.exchange_blocking(&env.token(colleague, ACME_ORG));
+    assert_eq!(
+        (status, error_of(&body)["code"].clone()),
+        (409, json!("subject_conflict")),
+        "{body}"
+    );
+    assert_eq!(
+        env.pb_count("_sso_mappings"),
+        1,
+        "no mapping was left behind"
+    );
+    assert_eq!(used(), 1, "no seat was taken");
+    let denied = env.query(&format!(
+        "SELECT details->>'reason' FROM kombify.audit_log \
+         WHERE actor = '{colleague}' AND action = 'sso.user.create' AND result = 'denied'"
+    ));
+    assert_eq!(
+        denied.first().map(|r| r.get::<_, String>(0)).as_deref(),
+        Some("subject_held_by_unlinked_user")
+    );
+
+    // Once an operator removes that record, the colleague gets a record of their own.
+    let path = format!("/api/collections/t_acme_users/records/{intruder_id}");
+    assert_eq!(env.pb_send("DELETE", &path, &su, None).0, 204);
+    let (status, _, body) = env.exchange_blocking(&env.token(colleague, ACME_ORG));
+    assert_eq!(status, 200, "{body}");
+    assert_ne!(body["user"]["id"], intruder_id.as_str());
+    assert_eq!(body["user"]["email"], format!("{colleague}@example.test"));
+    assert_eq!(used(), 2);
+
+    // The mapping is the link: a mapped user deleted by hand comes back at the mapped id,
+    // in the seat it had.
+    assert_eq!(env.pb_send("DELETE", &me, &su, None).0, 204);
+    let (status, _, again) = env.exchange_blocking(&env.token(alice_sub, ACME_ORG));
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["user"]["id"], alice_id.as_str());
+    assert_eq!(used(), 2);
+    assert_eq!(env.pb_count("_sso_mappings"), 2);
+}
+
+#[test]
 fn quota_holds_under_fifty_concurrent_first_logins() {
     let env = SsoEnv::start(30).unwrap_or_else(|e| panic!("{e:#}"));
     env.execute("UPDATE kombify.quotas SET used_users = max_users - 1 WHERE tenant = 'acme'");

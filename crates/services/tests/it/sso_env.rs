@@ -365,6 +365,32 @@ impl SsoEnv {
         r.status().as_u16()
     }
 
+    /// A request with a JSON body (or none) on PocketBase with an auth token: (status, JSON
+    /// body or `Null`).
+    pub(crate) fn pb_send(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let url = format!("{}{path}", self.pb.url());
+        let agent = self.pb.agent();
+        let sent = match (method, body) {
+            ("DELETE", _) => agent.delete(&url).header("Authorization", token).call(),
+            ("POST", Some(b)) => agent.post(&url).header("Authorization", token).send_json(b),
+            ("PATCH", Some(b)) => agent
+                .patch(&url)
+                .header("Authorization", token)
+                .send_json(b),
+            other => panic!("unsupported request {other:?}"),
+        };
+        let mut r = sent.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = r.status().as_u16();
+        let text = r.body_mut().read_to_string().unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
     /// Number of records in a PocketBase collection (as superuser).
     pub(crate) fn pb_count(&self, collection: &str) -> u64 {
         let su = self

@@ -15,10 +15,28 @@ migrate((app) => {
 {"id":"pbc_t_{tenant}_users","name":"t_{tenant}_users","type":"auth",
  "listRule":"@request.auth.id != '' && @request.auth.collectionName = 't_{tenant}_users'",
  "viewRule":"@request.auth.id != '' && @request.auth.collectionName = 't_{tenant}_users'",
- "createRule":"@request.auth.id != '' && @request.auth.collectionName = 't_{tenant}_users'",
- "updateRule":"@request.auth.id != '' && @request.auth.collectionName = 't_{tenant}_users'",
- "deleteRule":"@request.auth.id != '' && @request.auth.collectionName = 't_{tenant}_users'",
+ "createRule":null,
+ "updateRule":"@request.auth.id != '' && @request.auth.collectionName = 't_{tenant}_users' && id = @request.auth.id && @request.body.zitadelSub:changed = false",
+ "deleteRule":null,
  "authRule":"","manageRule":null,"passwordAuth":{"enabled":true,"identityFields":["email"]},"oauth2":{"enabled":false},"mfa":{"enabled":false},"otp":{"enabled":false},
+ "authToken":{"duration":900},"passwordResetToken":{"duration":1800},"emailChangeToken":{"duration":1800},"verificationToken":{"duration":86400},"fileToken":{"duration":180},
+ "fields":[
+  {"id":"text3208210256","name":"id","type":"text","system":true,"primaryKey":true,"required":true,"min":15,"max":15,"pattern":"^[a-z0-9]+$","autogeneratePattern":"[a-z0-9]{15}"},
+  {"id":"text3685970439","name":"zitadelSub","type":"text","required":true}
+ ],
+ "indexes":[]}
+  ];
+
+  // The same collections for a suspended tenant: its data is kept, but every rule is
+  // superusers-only and its users cannot authenticate.
+  const suspendedTemplates = [
+{"id":"pbc_t_{tenant}_users","name":"t_{tenant}_users","type":"auth",
+ "listRule":null,
+ "viewRule":null,
+ "createRule":null,
+ "updateRule":null,
+ "deleteRule":null,
+ "authRule":null,"manageRule":null,"passwordAuth":{"enabled":true,"identityFields":["email"]},"oauth2":{"enabled":false},"mfa":{"enabled":false},"otp":{"enabled":false},
  "authToken":{"duration":900},"passwordResetToken":{"duration":1800},"emailChangeToken":{"duration":1800},"verificationToken":{"duration":86400},"fileToken":{"duration":180},
  "fields":[
   {"id":"text3208210256","name":"id","type":"text","system":true,"primaryKey":true,"required":true,"min":15,"max":15,"pattern":"^[a-z0-9]+$","autogeneratePattern":"[a-z0-9]{15}"},
@@ -31,10 +49,15 @@ migrate((app) => {
     "acme"
   ];
 
+  const suspended = new Set([
+  ]);
+
   const collections = globals.slice();
-  const stencils = templates.map((t) => JSON.stringify(t).split("{tenant}"));
+  const split = (set) => set.map((t) => JSON.stringify(t).split("{tenant}"));
+  const stencils = split(templates);
+  const suspendedStencils = split(suspendedTemplates);
   for (const ident of tenants) {
-    for (const parts of stencils) {
+    for (const parts of suspended.has(ident) ? suspendedStencils : stencils) {
       collections.push(JSON.parse(parts.join(ident)));
     }
   }
