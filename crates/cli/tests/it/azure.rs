@@ -16,6 +16,7 @@ use serde_json::Value;
 /// A stand-in, its CA on disk and a state directory.
 struct Cloud {
     standin: StandIn,
+    specs: PathBuf,
     dir: tempfile::TempDir,
     // Declared last: the stand-in's server runs on it until the end.
     _runtime: tokio::runtime::Runtime,
@@ -39,6 +40,7 @@ impl Cloud {
         std::fs::write(dir.path().join("standin-ca.pem"), standin.ca_pem())?;
         Ok(Cloud {
             standin,
+            specs: kombiform_test_support::example_specs_dir(),
             dir,
             _runtime: runtime,
         })
@@ -48,7 +50,7 @@ impl Cloud {
         let mut c = Command::new(env!("CARGO_BIN_EXE_kombiform"));
         c.args(args)
             .arg("--specs")
-            .arg(kombiform_test_support::example_specs_dir())
+            .arg(&self.specs)
             .arg("--state-dir")
             .arg(self.dir.path().join("state"))
             .current_dir(self.dir.path())
@@ -326,4 +328,43 @@ fn a_target_prefix_plans_only_its_part_of_the_graph() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("matches no resource"));
+}
+
+#[test]
+fn deleting_a_dedicated_tenants_instance_needs_consent() {
+    let mut cloud = Cloud::start("").unwrap();
+    let out = cloud.run(APPLY, true).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // globex moves to a shared instance: its Container App is no longer wanted.
+    let specs = cloud.dir.path().join("specs");
+    std::fs::create_dir_all(specs.join("platform")).unwrap();
+    for f in [
+        "collections.yaml",
+        "flags.yaml",
+        "plans.yaml",
+        "tenants.yaml",
+        "platform/local.yaml",
+        "platform/prod.yaml",
+    ] {
+        let from = kombiform_test_support::example_specs_dir().join(f);
+        let mut body = std::fs::read_to_string(from).unwrap();
+        if f == "tenants.yaml" {
+            let before = "  zitadelOrgId: \"284715550000000002\"\n  instance: dedicated\n";
+            assert!(body.contains(before));
+            body = body.replace(before, "  zitadelOrgId: \"284715550000000002\"\n");
+        }
+        std::fs::write(specs.join(f), body).unwrap();
+    }
+    cloud.specs = specs;
+    let plan = &["plan", "--env", "prod", "--target", "azure"];
+    let out = cloud.run(plan, true).unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("azure.containerapp.kfy-prod-t-globex"));
+    let out = cloud.run(APPLY, true).unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("azure.containerapp.kfy-prod-t-globex"));
+    let mut consent = plan.to_vec();
+    consent.extend(["--allow-destroy", "azure.containerapp.kfy-prod-t-globex"]);
+    let out = cloud.run(&consent, true).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }

@@ -259,11 +259,7 @@ fn collect_write_only(v: &Value, at: &str, out: &mut Vec<String>) {
                 collect_write_only(v, &format!("{at}[]"), out);
             }
         }
-        v if v.write_only() => {
-            if !out.iter().any(|p| p == at) {
-                out.push(at.to_string());
-            }
-        }
+        v if v.write_only() && !out.iter().any(|p| p == at) => out.push(at.to_string()),
         _ => {}
     }
 }

@@ -518,16 +518,14 @@ impl Azure {
         let mut answers: HashMap<String, Json> = HashMap::new();
         for v in refs {
             match v {
-                Value::Prop { of, .. } => {
-                    if self.cached(&of.id).is_none() {
-                        let got = self
-                            .arm
-                            .get(&of.id, &of.api_version)
-                            .await
-                            .map_err(classify)?
-                            .with_context(|| format!("{} does not exist yet", of.address))?;
-                        self.remember(&got);
-                    }
+                Value::Prop { of, .. } if self.cached(&of.id).is_none() => {
+                    let got = self
+                        .arm
+                        .get(&of.id, &of.api_version)
+                        .await
+                        .map_err(classify)?
+                        .with_context(|| format!("{} does not exist yet", of.address))?;
+                    self.remember(&got);
                 }
                 Value::SharedKey(of) => {
                     let keys = self
