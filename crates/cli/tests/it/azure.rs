@@ -15,6 +15,7 @@ use serde_json::Value;
 
 /// A stand-in, its CA on disk and a state directory.
 struct Cloud {
+    runtime_handle: tokio::runtime::Handle,
     standin: StandIn,
     specs: PathBuf,
     dir: tempfile::TempDir,
@@ -39,6 +40,7 @@ impl Cloud {
         let dir = tempfile::tempdir()?;
         std::fs::write(dir.path().join("standin-ca.pem"), standin.ca_pem())?;
         Ok(Cloud {
+            runtime_handle: runtime.handle().clone(),
             standin,
             specs: kombiform_test_support::example_specs_dir(),
             dir,
@@ -367,4 +369,48 @@ fn deleting_a_dedicated_tenants_instance_needs_consent() {
     consent.extend(["--allow-destroy", "azure.containerapp.kfy-prod-t-globex"]);
     let out = cloud.run(&consent, true).unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+#[test]
+fn a_soft_deleted_vault_is_recovered_not_failed() {
+    let cloud = Cloud::start("").unwrap();
+    let out = cloud.run(APPLY, true).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // Someone deletes the vault: Key Vault keeps it soft-deleted, holding its name.
+    let vars: std::collections::HashMap<&str, String> = [
+        ("KOMBIFORM_ARM_ENDPOINT", cloud.standin.url()),
+        ("AZURE_AUTHORITY_HOST", cloud.standin.url()),
+        ("AZURE_TENANT_ID", "kombiform-tests".to_string()),
+        ("AZURE_CLIENT_ID", "kombiform-ci".to_string()),
+        ("AZURE_CLIENT_SECRET", "x".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    let arm = kombiform_azure::Arm::new(
+        kombiform_azure::ArmConfig::from_lookup(&|n| vars.get(n).cloned()).unwrap(),
+        kombiform_azure::ArmOptions {
+            extra_root_certificates: vec![cloud.standin.ca_pem().as_bytes().to_vec()],
+            ..kombiform_azure::ArmOptions::default()
+        },
+    )
+    .unwrap();
+    let vault = inventory()
+        .into_iter()
+        .find(|r| r.type_ == "Microsoft.KeyVault/vaults")
+        .unwrap();
+    cloud
+        .runtime_handle
+        .block_on(arm.delete_and_wait(&vault.id, &vault.api_version))
+        .unwrap();
+    let out = cloud.run(APPLY, true).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let recovered = cloud.standin.records().iter().any(|r| {
+        r.method == "PUT"
+            && r.path.eq_ignore_ascii_case(&vault.id)
+            && r.body
+                .pointer("/properties/createMode")
+                .and_then(Value::as_str)
+                == Some("recover")
+    });
+    assert!(recovered, "the vault was not recovered");
 }
