@@ -181,7 +181,10 @@ pub fn check(doc: &Value, opts: &Options) -> Result<Vec<String>> {
     Ok(errors)
 }
 
-fn compiled(cell: &'static OnceLock<Result<jsonschema::Validator, String>>, make: impl FnOnce() -> Result<jsonschema::Validator, String>) -> Result<&'static jsonschema::Validator> {
+fn compiled(
+    cell: &'static OnceLock<Result<jsonschema::Validator, String>>,
+    make: impl FnOnce() -> Result<jsonschema::Validator, String>,
+) -> Result<&'static jsonschema::Validator> {
     cell.get_or_init(make)
         .as_ref()
         .map_err(|e| anyhow::anyhow!("{e}"))
@@ -201,7 +204,12 @@ fn deck_schema_errors(doc: &Value) -> Result<Vec<String>> {
     let v = deck_validator()?;
     let mut errors: Vec<(String, String)> = v
         .iter_errors(doc)
-        .map(|e| (e.instance_path().as_str().to_string(), short(&e.to_string())))
+        .map(|e| {
+            (
+                e.instance_path().as_str().to_string(),
+                short(&e.to_string()),
+            )
+        })
         .collect();
     errors.sort();
     Ok(errors
@@ -262,7 +270,10 @@ fn config_validator(name: &str, text: &str) -> Result<jsonschema::Validator, Str
     close_objects(&mut config);
     if let Some(props) = config
         .as_object_mut()
-        .map(|o| o.entry("properties").or_insert_with(|| Value::Object(Default::default())))
+        .map(|o| {
+            o.entry("properties")
+                .or_insert_with(|| Value::Object(Default::default()))
+        })
         .and_then(Value::as_object_mut)
     {
         props.extend(shorthands);
@@ -370,7 +381,10 @@ fn is_uuid(s: &str) -> bool {
 fn oss_dbless_errors(doc: &Value, allow: &[String]) -> Vec<String> {
     let mut errors = Vec::new();
     if let Some(o) = doc.as_object() {
-        for k in o.keys().filter(|k| NOT_OSS_DBLESS_KEYS.contains(&k.as_str())) {
+        for k in o
+            .keys()
+            .filter(|k| NOT_OSS_DBLESS_KEYS.contains(&k.as_str()))
+        {
             errors.push(format!(
                 "[oss] /{k}: not a Kong OSS 3.9 DB-less top-level key (Enterprise or decK-only)"
             ));
@@ -402,7 +416,9 @@ fn oss_plugin_errors(path: &str, p: &Value, allow: &[String]) -> Vec<String> {
     }
     for f in NOT_OSS_PLUGIN_FIELDS {
         if p.get(f).is_some() {
-            errors.push(format!("[oss] {path}/{f}: field not in the OSS plugins entity"));
+            errors.push(format!(
+                "[oss] {path}/{f}: field not in the OSS plugins entity"
+            ));
         }
     }
     let config = p.get("config").cloned().unwrap_or(Value::Null);
@@ -475,8 +491,7 @@ fn oss_service_errors(path: &str, s: &Value) -> Vec<String> {
         };
         if protocols.iter().any(|p| *p == "http" || *p == "https") {
             for f in ["sources", "destinations"] {
-                if r
-                    .get(f)
+                if r.get(f)
                     .is_some_and(|v| v.as_array().is_some_and(|a| !a.is_empty()))
                 {
                     errors.push(format!(
@@ -604,25 +619,33 @@ mod tests {
         doc["plugins"][0]["config"]["origins"] = json!("https://app.example");
         let e = errors(&doc);
         assert!(
-            e.iter().any(|e| e.starts_with("[plugin:rate-limiting]") && e.contains("minutes")),
+            e.iter()
+                .any(|e| e.starts_with("[plugin:rate-limiting]") && e.contains("minutes")),
             "{e:?}"
         );
         assert!(
-            e.iter().any(|e| e.starts_with("[plugin:cors] /plugins/0/config/origins")),
+            e.iter()
+                .any(|e| e.starts_with("[plugin:cors] /plugins/0/config/origins")),
             "{e:?}"
         );
         let lax = Options {
             strict_plugins: false,
             ..oss()
         };
-        assert!(check(&doc, &lax).unwrap().iter().all(|e| !e.starts_with("[plugin")));
+        assert!(check(&doc, &lax)
+            .unwrap()
+            .iter()
+            .all(|e| !e.starts_with("[plugin")));
     }
 
     #[test]
     fn oss_dbless_refuses_what_only_enterprise_or_a_database_allows() {
         let mut doc = minimal();
         doc["services"][0]["plugins"][0]["config"]["policy"] = json!("cluster");
-        doc["plugins"].as_array_mut().unwrap().push(json!({"name": "openid-connect"}));
+        doc["plugins"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "openid-connect"}));
         doc["consumer_groups"] = json!([{"name": "gold"}]);
         doc["services"][0]["tls_verify"] = json!(true);
         let e = errors(&doc);
@@ -650,7 +673,8 @@ mod tests {
         doc["services"][0]["client_certificate"] = json!({"id": "x"});
         let e = errors(&doc);
         assert!(
-            e.iter().any(|e| e == "[ref] /plugins/1/consumer: 'nobody' does not exist"),
+            e.iter()
+                .any(|e| e == "[ref] /plugins/1/consumer: 'nobody' does not exist"),
             "{e:?}"
         );
     }
@@ -660,7 +684,8 @@ mod tests {
         let text = "_format_version: \"3.0\"\nservices:\n  - name: api\n    url: http://a:1\n    port: \"80\"\n";
         let e = check_yaml(text, &oss()).unwrap();
         assert!(
-            e.iter().any(|e| e.starts_with("[deck-schema] /services/0/port")),
+            e.iter()
+                .any(|e| e.starts_with("[deck-schema] /services/0/port")),
             "a quoted number is a string: {e:?}"
         );
         assert!(check_yaml("a: [", &oss()).is_err());

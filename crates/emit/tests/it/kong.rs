@@ -93,13 +93,17 @@ fn the_oracle_is_not_a_rubber_stamp() -> Result<()> {
     assert_ne!(cluster, text, "the example has a redis rate limit");
     let errors = kong_oracle::check_yaml(&cluster, &oss)?;
     assert!(
-        errors.iter().any(|e| e.contains("'cluster' is not allowed")),
+        errors
+            .iter()
+            .any(|e| e.contains("'cluster' is not allowed")),
         "{errors:?}"
     );
     let enterprise_doc = kong::render(enterprise(m.clone()).env("prod").context("prod")?);
     let errors = kong_oracle::check_yaml(&enterprise_doc, &oss)?;
     assert!(
-        errors.iter().any(|e| e.contains("'openid-connect' is not bundled")),
+        errors
+            .iter()
+            .any(|e| e.contains("'openid-connect' is not bundled")),
         "{errors:?}"
     );
     Ok(())
@@ -123,7 +127,12 @@ fn every_committed_kong_file_passes_the_oracle() -> Result<()> {
                     other => bail!("{}: unknown Kong file {other}", path.display()),
                 };
                 let errors = kong_oracle::check_file(&path, &Options::for_edition(edition))?;
-                assert!(errors.is_empty(), "{}:\n{}", path.display(), errors.join("\n"));
+                assert!(
+                    errors.is_empty(),
+                    "{}:\n{}",
+                    path.display(),
+                    errors.join("\n")
+                );
                 checked += 1;
             }
         }
