@@ -118,10 +118,10 @@ impl Lab {
     }
 
     pub(crate) fn plan_json(&self) -> Result<(i32, Value)> {
-        let out = self.run(&["plan", "--env", "local", "--json"])?;
+        let out = self.run(&["plan", "--env", "local", "--format", "json"])?;
         let v: Value = serde_json::from_slice(&out.stdout).with_context(|| {
             format!(
-                "plan --json printed no JSON: {}",
+                "plan --format json printed no JSON: {}",
                 String::from_utf8_lossy(&out.stderr)
             )
         })?;
@@ -284,20 +284,36 @@ fn removing_a_tenant_needs_consent_and_removes_only_its_data() -> Result<()> {
     assert!(plan["refused"].as_array().is_some_and(|r| !r.is_empty()));
     let out = lab.apply(&[])?;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("kombiform apply --env local --allow-destroy tenant:stark-lab\n"),
+        "the exact consent, once for the tenant:\n{err}"
+    );
     assert_eq!(
         lab.collections()?,
         before,
         "a refused apply changes nothing"
     );
 
-    let out = lab.apply(&[
-        "--allow-destroy",
-        "postgres.tenant.stark-lab",
-        "--allow-destroy",
-        "postgres.quota.stark-lab",
-        "--allow-destroy",
-        "pocketbase.collection.t_stark_lab_*",
-    ])?;
+    // A saved blocked plan is not called appliable; applied with the consent it names, it
+    // runs exactly as saved.
+    let file = lab.dir.path().join("remove.plan.json");
+    let file_arg = file.display().to_string();
+    let out = lab.run(&["plan", "--env", "local", "--save", &file_arg])?;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains(&format!(
+            "It is blocked: apply it only with consent to what it destroys:\n  kombiform apply {file_arg} --allow-destroy tenant:stark-lab"
+        )) && !shown.contains("Apply exactly this plan"),
+        "{shown}"
+    );
+    let out = lab.run(&["apply", &file_arg])?;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!(
+        "kombiform apply {file_arg} --allow-destroy tenant:stark-lab"
+    )));
+    let out = lab.run(&["apply", &file_arg, "--allow-destroy", "tenant:stark-lab"])?;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let after = lab.collections()?;
     let gone: Vec<&String> = before.iter().filter(|c| !after.contains(c)).collect();
@@ -329,7 +345,7 @@ fn apply_and_kill_after(lab: &Lab, n: usize) -> Result<usize> {
             "--auto-approve",
             "--parallelism",
             "1",
-            "--events",
+            "--format",
             "json",
         ])
         .stdout(Stdio::piped())
@@ -405,7 +421,7 @@ fn a_second_apply_fails_fast_on_the_lock_and_names_the_holder() -> Result<()> {
             "--auto-approve",
             "--parallelism",
             "1",
-            "--events",
+            "--format",
             "json",
         ])
         .stdout(Stdio::piped())
@@ -456,7 +472,7 @@ fn out_of_band_changes_show_as_drift_and_stale_plans_are_refused() -> Result<()>
         "plan",
         "--env",
         "local",
-        "--out",
+        "--save",
         &plan_file.display().to_string(),
     ])?;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));

@@ -31,7 +31,7 @@ enum Line {
     Err(String),
 }
 
-/// A running `kombiform apply --events json`.
+/// A running `kombiform apply --format json`.
 struct Running {
     child: Child,
     lines: Receiver<Line>,
@@ -45,7 +45,7 @@ impl Running {
             "--env",
             "local",
             "--auto-approve",
-            "--events",
+            "--format",
             "json",
         ];
         args.extend_from_slice(extra);
