@@ -263,6 +263,7 @@ struct StateArgs {
 #[derive(Debug, Subcommand)]
 enum StateCommand {
     /// Every resource kombiform manages in an environment.
+    #[command(after_help = help::STATE_LIST)]
     List {
         #[command(flatten)]
         at: StateArgs,
@@ -271,6 +272,7 @@ enum StateCommand {
         format: Format,
     },
     /// One resource as last applied.
+    #[command(after_help = help::STATE_SHOW)]
     Show {
         /// The resource address.
         address: String,
@@ -282,6 +284,7 @@ enum StateCommand {
     },
     /// Verify the snapshot and the journal; say what a repair would do. Exit 0: sound,
     /// 1: damaged.
+    #[command(after_help = help::STATE_CHECK)]
     Check {
         #[command(flatten)]
         at: StateArgs,
@@ -291,11 +294,13 @@ enum StateCommand {
     },
     /// Repair a damaged state (damaged files are set aside, never deleted); the next
     /// apply adopts live resources that match the specs and are not recorded.
+    #[command(after_help = help::STATE_REPAIR)]
     Repair {
         #[command(flatten)]
         at: StateArgs,
     },
     /// Break a lock deliberately (only with the id the lock error showed).
+    #[command(after_help = help::STATE_UNLOCK)]
     Unlock {
         /// The lock id.
         id: String,

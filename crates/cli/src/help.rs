@@ -20,8 +20,9 @@ Environment:
   reads NAME, `{keyVault: name}` reads KV_NAME (e.g. PGPASSWORD, POCKETBASE_SUPERUSER_PASSWORD
   for `local`); see `kombiform plan --help`
 
-Start with:
+Examples:
   kombiform validate && kombiform build      check the specs, write generated/
+  kombiform plan --env local                 what an apply would change (./scripts/local-up.sh first)
   kombiform completions bash > ~/.local/share/bash-completion/completions/kombiform";
 
 /// `validate`.
@@ -138,3 +139,46 @@ Examples:
   kombiform man --out ~/.local/share/man/man1         kombiform.1 and one page per command
 
 Exit codes: 0 written, 1 the directory cannot be written.";
+
+/// `state list`.
+pub(crate) const STATE_LIST: &str = "\
+Examples:
+  kombiform state list --env local
+  kombiform state list --env local --format json | jq -r '.resources[].address'
+
+Environment: NO_COLOR.
+Exit codes: 0 listed, 1 an unknown environment or unreadable state.";
+
+/// `state show`.
+pub(crate) const STATE_SHOW: &str = "\
+Examples:
+  kombiform state show postgres.tenant.acme --env local
+  kombiform state show pocketbase.collection.t_acme_nodes --env local --format json
+
+Environment: NO_COLOR.
+Exit codes: 0 shown, 1 not recorded, an unknown environment or unreadable state.";
+
+/// `state check`.
+pub(crate) const STATE_CHECK: &str = "\
+Examples:
+  kombiform state check --env local
+  kombiform state check --env local --format json
+
+Environment: NO_COLOR.
+Exit codes: 0 sound, 1 damaged (or an unknown environment).";
+
+/// `state repair`.
+pub(crate) const STATE_REPAIR: &str = "\
+Example:
+  kombiform state repair --env local && kombiform plan --env local
+
+Environment: NO_COLOR.
+Exit codes: 0 repaired (or nothing to repair), 1 error.";
+
+/// `state unlock`.
+pub(crate) const STATE_UNLOCK: &str = "\
+Example:
+  kombiform state unlock 3f9c2a7d1e5b --env local     the id the lock error showed
+
+Environment: NO_COLOR.
+Exit codes: 0 unlocked, 1 no such lock (or an unknown environment).";

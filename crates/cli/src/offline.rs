@@ -372,8 +372,12 @@ fn compile(model: &Model) -> Option<Files> {
 
 /// Reads every `*.yaml`/`*.yml` file below `dir` (except `schema/`), sorted by path.
 pub fn read_specs(dir: &Path) -> Result<Vec<Input>> {
-    let meta = std::fs::metadata(dir)
-        .with_context(|| format!("reading spec directory {}", dir.display()))?;
+    let meta = std::fs::metadata(dir).with_context(|| {
+        format!(
+            "reading spec directory {} (run kombiform where specs/ is, or give --specs DIR)",
+            dir.display()
+        )
+    })?;
     if !meta.is_dir() {
         anyhow::bail!("{} is not a directory", dir.display());
     }
