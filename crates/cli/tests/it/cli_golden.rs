@@ -52,7 +52,11 @@ fn check_pinned(dir: &str, produced: &BTreeMap<String, String>) -> Result<()> {
                 .context_radius(2)
                 .header(&format!("expected/{name}"), &format!("actual/{name}"))
                 .to_string();
-            let short: String = udiff.lines().take(80).map(|l| format!("    {l}\n")).collect();
+            let short: String = udiff
+                .lines()
+                .take(80)
+                .map(|l| format!("    {l}\n"))
+                .collect();
             report.push_str(&format!("  differs: {name}\n{short}"));
         }
     }
@@ -92,7 +96,10 @@ fn broken_specs(dir: &Path) -> Result<PathBuf> {
     super::deploy::copy_dir(&example_specs_dir(), &specs)?;
     let tenants = specs.join("tenants.yaml");
     let text = std::fs::read_to_string(&tenants)?;
-    anyhow::ensure!(text.contains("  plan: pro\n"), "no `plan: pro` in tenants.yaml");
+    anyhow::ensure!(
+        text.contains("  plan: pro\n"),
+        "no `plan: pro` in tenants.yaml"
+    );
     std::fs::write(&tenants, text.replacen("  plan: pro\n", "  plan: prp\n", 1))?;
     Ok(specs)
 }
@@ -169,11 +176,26 @@ fn errors_exit_1_with_a_message_that_says_what_to_do() -> Result<()> {
         ("plan-without-env", vec!["plan"]),
         ("bad-format", vec!["validate", "--format", "yaml"]),
         ("bad-color", vec!["--color", "sometimes", "validate"]),
-        ("validate-unknown-env", vec!["validate", "--specs", &fixtures, "--env", "nope"]),
-        ("validate-broken-specs", vec!["validate", "--specs", &broken]),
-        ("graph-unknown-env", vec!["graph", "--specs", &fixtures, "--env", "nope"]),
-        ("build-unknown-env", vec!["build", "--specs", &fixtures, "--env", "nope"]),
-        ("plan-unknown-env", vec!["plan", "--specs", &fixtures, "--env", "nope"]),
+        (
+            "validate-unknown-env",
+            vec!["validate", "--specs", &fixtures, "--env", "nope"],
+        ),
+        (
+            "validate-broken-specs",
+            vec!["validate", "--specs", &broken],
+        ),
+        (
+            "graph-unknown-env",
+            vec!["graph", "--specs", &fixtures, "--env", "nope"],
+        ),
+        (
+            "build-unknown-env",
+            vec!["build", "--specs", &fixtures, "--env", "nope"],
+        ),
+        (
+            "plan-unknown-env",
+            vec!["plan", "--specs", &fixtures, "--env", "nope"],
+        ),
         (
             "state-list-unknown-env",
             vec!["state", "list", "--specs", &fixtures, "--env", "nope"],
@@ -184,9 +206,14 @@ fn errors_exit_1_with_a_message_that_says_what_to_do() -> Result<()> {
         ),
         (
             "state-unlock-unknown-env",
-            vec!["state", "unlock", "x", "--specs", &fixtures, "--env", "nope"],
+            vec![
+                "state", "unlock", "x", "--specs", &fixtures, "--env", "nope",
+            ],
         ),
-        ("apply-without-plan-or-env", vec!["apply", "--specs", &fixtures]),
+        (
+            "apply-without-plan-or-env",
+            vec!["apply", "--specs", &fixtures],
+        ),
         ("apply-missing-file", vec!["apply", "missing.plan.json"]),
         ("missing-specs-dir", vec!["validate", "--specs", "nowhere"]),
     ];
@@ -216,24 +243,49 @@ fn exit_codes_mean_one_thing_each() -> Result<()> {
     let specs = specs.to_str().context("path")?;
     let out_dir = dir.path().join("gen");
     let gen = out_dir.to_str().context("path")?;
-    let code = |args: &[&str]| -> Result<i32> {
-        Ok(run(args, dir.path())?.status.code().unwrap_or(-1))
-    };
+    let code =
+        |args: &[&str]| -> Result<i32> { Ok(run(args, dir.path())?.status.code().unwrap_or(-1)) };
     assert_eq!(code(&["validate", "--specs", specs])?, 0);
-    assert_eq!(code(&["diff", "--specs", specs, "--out", gen])?, 2, "differences");
-    assert_eq!(code(&["build", "--specs", specs, "--out", gen, "--check"])?, 2);
+    assert_eq!(
+        code(&["diff", "--specs", specs, "--out", gen])?,
+        2,
+        "differences"
+    );
+    assert_eq!(
+        code(&["build", "--specs", specs, "--out", gen, "--check"])?,
+        2
+    );
     assert_eq!(code(&["build", "--specs", specs, "--out", gen])?, 0);
-    assert_eq!(code(&["build", "--specs", specs, "--out", gen, "--check"])?, 0);
+    assert_eq!(
+        code(&["build", "--specs", specs, "--out", gen, "--check"])?,
+        0
+    );
     assert_eq!(code(&["diff", "--specs", specs, "--out", gen])?, 0);
     // --env narrows build and diff to <out>/<env>/.
     std::fs::remove_dir_all(out_dir.join("prod"))?;
-    assert_eq!(code(&["diff", "--specs", specs, "--out", gen, "--env", "local"])?, 0);
-    assert_eq!(code(&["diff", "--specs", specs, "--out", gen, "--env", "prod"])?, 2);
-    assert_eq!(code(&["build", "--specs", specs, "--out", gen, "--env", "prod"])?, 0);
-    assert_eq!(code(&["build", "--specs", specs, "--out", gen, "--check"])?, 0);
+    assert_eq!(
+        code(&["diff", "--specs", specs, "--out", gen, "--env", "local"])?,
+        0
+    );
+    assert_eq!(
+        code(&["diff", "--specs", specs, "--out", gen, "--env", "prod"])?,
+        2
+    );
+    assert_eq!(
+        code(&["build", "--specs", specs, "--out", gen, "--env", "prod"])?,
+        0
+    );
+    assert_eq!(
+        code(&["build", "--specs", specs, "--out", gen, "--check"])?,
+        0
+    );
     assert_eq!(code(&["--help"])?, 0);
     assert_eq!(code(&["--version"])?, 0);
-    assert_eq!(code(&["validate", "--bogus"])?, 1, "a usage error is not a difference");
+    assert_eq!(
+        code(&["validate", "--bogus"])?,
+        1,
+        "a usage error is not a difference"
+    );
     Ok(())
 }
 
@@ -259,46 +311,92 @@ fn format_json_is_the_one_way_to_ask_for_json() -> Result<()> {
     let gen = dir.path().join("gen");
     let gen = gen.to_str().context("path")?;
 
-    let (code, v) = json_of(&["validate", "--specs", specs, "--format", "json"], dir.path())?;
-    assert_eq!((code, &v["ok"], &v["counts"]["tenants"]), (0, &json!(true), &json!(7)));
-    let (code, v) = json_of(&["validate", "--specs", broken, "--format", "json"], dir.path())?;
+    let (code, v) = json_of(
+        &["validate", "--specs", specs, "--format", "json"],
+        dir.path(),
+    )?;
+    assert_eq!(
+        (code, &v["ok"], &v["counts"]["tenants"]),
+        (0, &json!(true), &json!(7))
+    );
+    let (code, v) = json_of(
+        &["validate", "--specs", broken, "--format", "json"],
+        dir.path(),
+    )?;
     assert_eq!(code, 1);
     let d = &v["diagnostics"][0];
     assert_eq!(d["code"], "unknown-plan", "{v}");
-    assert!(d["line"].as_u64().is_some_and(|l| l > 0) && d["hint"].is_string(), "{v}");
+    assert!(
+        d["line"].as_u64().is_some_and(|l| l > 0) && d["hint"].is_string(),
+        "{v}"
+    );
 
-    let (code, v) = json_of(&["diff", "--specs", specs, "--out", gen, "--format", "json"], dir.path())?;
+    let (code, v) = json_of(
+        &["diff", "--specs", specs, "--out", gen, "--format", "json"],
+        dir.path(),
+    )?;
     assert_eq!(code, 2);
-    assert!(v["files"].as_array().is_some_and(|f| f.iter().all(|f| f["status"] == "added")));
-    let (code, v) = json_of(&["build", "--specs", specs, "--out", gen, "--format", "json"], dir.path())?;
+    assert!(v["files"]
+        .as_array()
+        .is_some_and(|f| f.iter().all(|f| f["status"] == "added")));
+    let (code, v) = json_of(
+        &["build", "--specs", specs, "--out", gen, "--format", "json"],
+        dir.path(),
+    )?;
     assert_eq!((code, &v["removed"]), (0, &json!(0)));
     let (code, v) = json_of(
-        &["build", "--specs", specs, "--out", gen, "--check", "--format", "json"],
+        &[
+            "build", "--specs", specs, "--out", gen, "--check", "--format", "json",
+        ],
         dir.path(),
     )?;
     assert_eq!((code, &v["up_to_date"]), (0, &json!(true)));
     let (code, v) = json_of(
-        &["graph", "--specs", specs, "--env", "local", "--format", "json"],
+        &[
+            "graph", "--specs", specs, "--env", "local", "--format", "json",
+        ],
         dir.path(),
     )?;
     assert_eq!(code, 0);
-    let resources = v["environments"][0]["resources"].as_array().cloned().unwrap_or_default();
+    let resources = v["environments"][0]["resources"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert!(resources.len() > 10, "{v}");
     // In order: whatever a resource needs comes before it.
     let mut seen = BTreeSet::new();
     for r in &resources {
         for need in r["needs"].as_array().into_iter().flatten() {
-            assert!(seen.contains(need.as_str().unwrap_or("")), "{r} before {need}");
+            assert!(
+                seen.contains(need.as_str().unwrap_or("")),
+                "{r} before {need}"
+            );
         }
         seen.insert(r["address"].as_str().unwrap_or("").to_string());
     }
-    let (code, v) = json_of(&["migrate-specs", "--specs", specs, "--check", "--format", "json"], dir.path())?;
-    assert_eq!((code, &v["files"]), (0, &json!([])));
     let (code, v) = json_of(
-        &["state", "list", "--specs", specs, "--env", "local", "--format", "json"],
+        &[
+            "migrate-specs",
+            "--specs",
+            specs,
+            "--check",
+            "--format",
+            "json",
+        ],
         dir.path(),
     )?;
-    assert_eq!((code, &v["resources"]), (0, &json!([])), "never applied: nothing recorded");
+    assert_eq!((code, &v["files"]), (0, &json!([])));
+    let (code, v) = json_of(
+        &[
+            "state", "list", "--specs", specs, "--env", "local", "--format", "json",
+        ],
+        dir.path(),
+    )?;
+    assert_eq!(
+        (code, &v["resources"]),
+        (0, &json!([])),
+        "never applied: nothing recorded"
+    );
     Ok(())
 }
 
@@ -312,10 +410,10 @@ fn version_names_the_commit() -> Result<()> {
         .with_context(|| format!("unexpected --version: {text}"))?;
     assert!(
         commit.starts_with("unknown")
-            || commit
-                .rsplit('-')
-                .next()
-                .is_some_and(|h| h.trim_start_matches('g').chars().all(|c| c.is_ascii_hexdigit())),
+            || commit.rsplit('-').next().is_some_and(|h| h
+                .trim_start_matches('g')
+                .chars()
+                .all(|c| c.is_ascii_hexdigit())),
         "{text}"
     );
     // The same version on every command.
@@ -346,10 +444,16 @@ fn completions_and_manual_pages_come_from_the_cli_definition() -> Result<()> {
     }
     let out = run(&["man"], dir.path())?;
     let page = String::from_utf8(out.stdout)?;
-    assert!(page.starts_with(".ie") || page.contains(".TH kombiform 1"), "{page}");
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH kombiform 1"),
+        "{page}"
+    );
     assert!(page.contains("completions"), "the page lists the commands");
     let man_dir = dir.path().join("man1");
-    let out = run(&["man", "--out", man_dir.to_str().context("path")?], dir.path())?;
+    let out = run(
+        &["man", "--out", man_dir.to_str().context("path")?],
+        dir.path(),
+    )?;
     assert_eq!(out.status.code(), Some(0));
     let mut pages: Vec<String> = std::fs::read_dir(&man_dir)?
         .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
@@ -357,7 +461,10 @@ fn completions_and_manual_pages_come_from_the_cli_definition() -> Result<()> {
     pages.sort();
     assert!(pages.contains(&"kombiform.1".to_string()), "{pages:?}");
     assert!(pages.contains(&"kombiform-plan.1".to_string()), "{pages:?}");
-    assert!(pages.contains(&"kombiform-state.1".to_string()), "{pages:?}");
+    assert!(
+        pages.contains(&"kombiform-state.1".to_string()),
+        "{pages:?}"
+    );
     let plan_page = std::fs::read_to_string(man_dir.join("kombiform-plan.1"))?;
     assert!(plan_page.contains("allow\\-destroy"), "{plan_page}");
     Ok(())
@@ -368,9 +475,15 @@ fn color_always_colours_diagnostics_and_diffs_even_on_a_pipe() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let broken = broken_specs(dir.path())?;
     let broken = broken.to_str().context("path")?;
-    let out = run(&["--color", "always", "validate", "--specs", broken], dir.path())?;
+    let out = run(
+        &["--color", "always", "validate", "--specs", broken],
+        dir.path(),
+    )?;
     let err = String::from_utf8(out.stderr)?;
-    assert!(err.contains("\x1b[1;31merror\x1b[0m[unknown-plan]"), "{err:?}");
+    assert!(
+        err.contains("\x1b[1;31merror\x1b[0m[unknown-plan]"),
+        "{err:?}"
+    );
     let out = kombiform()
         .args(["validate", "--specs", broken, "--color", "auto"])
         .output()?;
@@ -451,8 +564,16 @@ fn tenant(slug: &str, plan: &str) -> Vec<Resource> {
 
 fn platform() -> Vec<Resource> {
     vec![
-        res("postgres.table.tenants", json!({"columns": ["slug", "plan", "status"]}), None),
-        res("postgres.plan.pro", json!({"max_users": 25, "max_nodes": 50}), None),
+        res(
+            "postgres.table.tenants",
+            json!({"columns": ["slug", "plan", "status"]}),
+            None,
+        ),
+        res(
+            "postgres.plan.pro",
+            json!({"max_users": 25, "max_nodes": 50}),
+            None,
+        ),
     ]
 }
 
@@ -481,7 +602,9 @@ fn plan_of(
     for c in &mut changes {
         // What the PocketBase target sees and the generic diff cannot: a dropped field.
         if c.action == kombiform_plan::Action::Update
-            && c.attrs.iter().any(|a| a.name.starts_with("fields.") && a.after.is_none())
+            && c.attrs
+                .iter()
+                .any(|a| a.name.starts_with("fields.") && a.after.is_none())
         {
             c.destructive = true;
         }
@@ -559,14 +682,23 @@ fn plans_are_rendered_for_people() -> Result<()> {
         "fields.text1314505826".into(),
         json!({"name": "hostname", "type": "text", "max": 255, "required": true}),
     );
-    nodes.insert("fields.bool1748787223".into(), json!({"name": "is_online", "type": "bool"}));
+    nodes.insert(
+        "fields.bool1748787223".into(),
+        json!({"name": "is_online", "type": "bool"}),
+    );
     nodes.insert("listRule".into(), Value::Null);
-    nodes.insert("fields.json2001081480".into(), json!({"name": "labels", "type": "json", "maxSize": 0}));
+    nodes.insert(
+        "fields.json2001081480".into(),
+        json!({"name": "labels", "type": "json", "maxSize": 0}),
+    );
     desired[3].attrs.insert("type".into(), json!("base"));
     desired[3].replace_on = vec!["type".into()];
     let mut live = live;
     live[3].replace_on = vec!["type".into()];
-    live[2].attrs.insert("fields.number3009067695".into(), json!({"name": "cpu", "type": "number"}));
+    live[2].attrs.insert(
+        "fields.number3009067695".into(),
+        json!({"name": "cpu", "type": "number"}),
+    );
     let applied_quota = json!({"tenant": "acme", "max_users": 30, "max_nodes": 50});
     let consent = Consent {
         spec_tenants: ["acme".to_string()].into(),
@@ -596,22 +728,32 @@ fn plans_are_rendered_for_people() -> Result<()> {
     let mut live = platform();
     live.extend(tenant("acme", "pro"));
     live.extend(tenant("stark-lab", "free"));
-    live.push(data(res("pocketbase.collection.audit", json!({"name": "audit"}), None)));
+    live.push(data(res(
+        "pocketbase.collection.audit",
+        json!({"name": "audit"}),
+        None,
+    )));
     let mut desired = platform();
     desired.extend(tenant("acme", "pro"));
-    desired[0]
-        .attrs
-        .insert("columns".into(), json!(["slug", "plan", "status", "region"]));
+    desired[0].attrs.insert(
+        "columns".into(),
+        json!(["slug", "plan", "status", "region"]),
+    );
     let blocked = plan_of(
         &desired,
         &live,
         &[],
         &Consent::default(),
-        &[("postgres.table.tenants", "a lossy column type change (text to integer)")],
+        &[(
+            "postgres.table.tenants",
+            "a lossy column type change (text to integer)",
+        )],
     )?;
     let shown = text(&blocked, false);
     assert!(
-        shown.contains("--allow-destroy pocketbase.collection.audit --allow-destroy tenant:stark-lab\n"),
+        shown.contains(
+            "--allow-destroy pocketbase.collection.audit --allow-destroy tenant:stark-lab\n"
+        ),
         "{shown}"
     );
     produced.insert("blocked.txt".to_string(), shown);
@@ -619,12 +761,19 @@ fn plans_are_rendered_for_people() -> Result<()> {
     let without_veto = plan_of(&desired, &live, &[], &Consent::default(), &[])?;
     assert_eq!(
         kombiform_plan::consent_arguments(&without_veto),
-        vec!["pocketbase.collection.audit".to_string(), "tenant:stark-lab".to_string()]
+        vec![
+            "pocketbase.collection.audit".to_string(),
+            "tenant:stark-lab".to_string()
+        ]
     );
 
     // Consent from the command line and from recorded state, said where it came from.
     let consent = Consent {
-        allowed: ["tenant:stark-lab".to_string(), "pocketbase.collection.audit".to_string()].into(),
+        allowed: [
+            "tenant:stark-lab".to_string(),
+            "pocketbase.collection.audit".to_string(),
+        ]
+        .into(),
         recorded_tenants: ["globex".to_string()].into(),
         ..Consent::default()
     };
@@ -632,18 +781,30 @@ fn plans_are_rendered_for_people() -> Result<()> {
     live2.extend(tenant("globex", "pro"));
     let consented = plan_of(&desired[..], &live2, &[], &consent, &[])?;
     let shown = text(&consented, false);
-    assert!(shown.contains("consent: recorded state: tenant `globex`"), "{shown}");
-    assert!(shown.contains("consent: --allow-destroy tenant:stark-lab"), "{shown}");
+    assert!(
+        shown.contains("consent: recorded state: tenant `globex`"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("consent: --allow-destroy tenant:stark-lab"),
+        "{shown}"
+    );
     assert!(!shown.contains("Blocked"), "{shown}");
     produced.insert("consented.txt".to_string(), shown);
 
     // The JSON plan keeps everything the text leaves out.
     let json_plan: Value = serde_json::from_str(&render::json(&first))?;
     let create = &json_plan["changes"][0];
-    assert!(create["attrs"][0].get("before").is_some_and(Value::is_null), "{create}");
+    assert!(
+        create["attrs"][0].get("before").is_some_and(Value::is_null),
+        "{create}"
+    );
     let nodes = json_plan["changes"]
         .as_array()
-        .and_then(|c| c.iter().find(|c| c["address"] == "pocketbase.collection.t_acme_nodes"))
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c["address"] == "pocketbase.collection.t_acme_nodes")
+        })
         .context("nodes")?;
     assert!(nodes["attrs"].as_array().is_some_and(|a| a
         .iter()

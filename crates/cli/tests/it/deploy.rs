@@ -617,3 +617,124 @@ fn suspending_a_tenant_is_a_planned_rule_change_that_shuts_and_reopens_its_data(
     }
     Ok(())
 }
+
+#[test]
+fn wrong_or_missing_credentials_name_the_variable_to_set() -> Result<()> {
+    let lab = Lab::start()?;
+    let out = lab
+        .cmd(&["plan", "--env", "local"])
+        .env("POCKETBASE_SUPERUSER_PASSWORD", "not-the-password")
+        .output()?;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "PocketBase refused the password of superuser {SUPERUSER_EMAIL}: set POCKETBASE_SUPERUSER_PASSWORD to it"
+        )),
+        "{err}"
+    );
+    let out = lab
+        .cmd(&["plan", "--env", "local"])
+        .env_remove("POCKETBASE_SUPERUSER_PASSWORD")
+        .output()?;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("set environment variable POCKETBASE_SUPERUSER_PASSWORD"),
+        "{}",
+        text(&out)
+    );
+    Ok(())
+}
+
+/// A copy of the example specs whose local servers are on free ports nobody listens on.
+fn specs_with_nothing_listening(dir: &Path) -> Result<()> {
+    let specs = dir.join("specs");
+    copy_dir(&kombiform_test_support::example_specs_dir(), &specs)?;
+    let local = specs.join("platform/local.yaml");
+    let text = std::fs::read_to_string(&local)?;
+    let pg = kombiform_test_support::free_port()?;
+    let pb = kombiform_test_support::free_port()?;
+    let text = text
+        .replace("    port: 5432\n", &format!("    port: {pg}\n"))
+        .replace(
+            "url: http://127.0.0.1:8090",
+            &format!("url: http://127.0.0.1:{pb}"),
+        );
+    anyhow::ensure!(
+        text.contains(&format!("port: {pg}")),
+        "could not move local.yaml"
+    );
+    std::fs::write(&local, text)?;
+    Ok(())
+}
+
+#[test]
+fn nothing_listening_points_at_the_local_servers_script() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    specs_with_nothing_listening(dir.path())?;
+    let out = Command::new(env!("CARGO_BIN_EXE_kombiform"))
+        .args(["plan", "--env", "local"])
+        .current_dir(dir.path())
+        .env("POCKETBASE_SUPERUSER_PASSWORD", SUPERUSER_PASSWORD)
+        .env("PGPASSWORD", "")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .output()?;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "\nhint: nothing is listening there: start the local servers with `./scripts/local-up.sh`"
+        ),
+        "{err}"
+    );
+    assert!(
+        !err.contains('\r') && !err.contains('\x1b'),
+        "no spinner or colour on a pipe: {err:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn on_a_terminal_plan_shows_what_it_is_doing() -> Result<()> {
+    // A pseudo-terminal from util-linux's `script`: stderr is a terminal there.
+    let dir = tempfile::tempdir()?;
+    specs_with_nothing_listening(dir.path())?;
+    let bin = env!("CARGO_BIN_EXE_kombiform");
+    let out = Command::new("script")
+        .args(["-qec", &format!("{bin} plan --env local"), "/dev/null"])
+        .current_dir(dir.path())
+        .env("POCKETBASE_SUPERUSER_PASSWORD", SUPERUSER_PASSWORD)
+        .env("PGPASSWORD", "")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .output()
+        .context("running script (util-linux) for a pseudo-terminal")?;
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        screen.contains("\r\x1b[2K⠋ connecting to the live systems of `local` (0 s)"),
+        "a spinner names what it waits for: {screen:?}"
+    );
+    assert!(
+        screen.contains("\x1b[2K") && screen.contains("hint: nothing is listening there"),
+        "the spinner is cleared before the error: {screen:?}"
+    );
+    let quiet = Command::new("script")
+        .args([
+            "-qec",
+            &format!("{bin} plan --env local --quiet"),
+            "/dev/null",
+        ])
+        .current_dir(dir.path())
+        .env("POCKETBASE_SUPERUSER_PASSWORD", SUPERUSER_PASSWORD)
+        .env("PGPASSWORD", "")
+        .stdin(Stdio::null())
+        .output()?;
+    let screen = String::from_utf8_lossy(&quiet.stdout);
+    assert!(
+        !screen.contains("connecting to the live systems"),
+        "--quiet: {screen:?}"
+    );
+    Ok(())
+}
