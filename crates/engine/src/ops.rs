@@ -142,38 +142,30 @@ fn owned_by_convention(providers: &[Provider], address: &str) -> bool {
         .is_some_and(|p| p.target.owns(address))
 }
 
-/// Consent given in the specs: tenants with `allowDestroy: true` (as the spec says, or as a
-/// live resource of some target records it) consent to the deletion of everything that
-/// belongs to them.
-fn spec_consent(
-    env: Env<'_>,
-    providers: &[Provider],
-    live: &[Resource],
-    desired: &[Resource],
-) -> BTreeSet<String> {
-    let mut tenants: BTreeSet<String> = env
+/// Consent given by the specs (tenants with `allowDestroy: true`) and kept by live records
+/// (a target's record of a tenant's consent, such as the tenant's row: what still consents
+/// once the tenant's spec is gone), on top of the `--allow-destroy` arguments. A tenant's
+/// consent covers everything that belongs to it (`meta.tenant`).
+fn consent(env: Env<'_>, providers: &[Provider], live: &[Resource], allowed: &[String]) -> Consent {
+    let spec_tenants: BTreeSet<String> = env
         .tenants()
         .filter(|t| t.allow_destroy)
         .map(|t| t.slug.to_string())
         .collect();
+    let mut recorded_tenants = BTreeSet::new();
     for r in live {
         if let Some(p) = providers
             .iter()
             .find(|p| p.name() == kombiform_plan::provider_of(&r.address))
         {
-            tenants.extend(p.target.destroy_consent(r));
+            recorded_tenants.extend(p.target.destroy_consent(r));
         }
     }
-    live.iter()
-        .chain(desired)
-        .filter(|r| {
-            r.meta
-                .get("tenant")
-                .and_then(serde_json::Value::as_str)
-                .is_some_and(|t| tenants.contains(t))
-        })
-        .map(|r| r.address.clone())
-        .collect()
+    Consent {
+        allowed: allowed.iter().cloned().collect(),
+        spec_tenants,
+        recorded_tenants,
+    }
 }
 
 /// Makes a plan. A dependency cycle among the resources is an error naming it.
@@ -194,10 +186,7 @@ pub fn make_plan(
             .map(|r| r.address.clone()),
     );
     let applied = state.applied();
-    let consent = Consent {
-        allowed: allow_destroy.iter().cloned().collect(),
-        spec_allowed: spec_consent(env, providers, &live.resources, &desired),
-    };
+    let consent = consent(env, providers, &live.resources, allow_destroy);
     let input = DiffInput {
         desired: &desired,
         live: &live.resources,
@@ -223,9 +212,12 @@ pub fn make_plan(
     }
     // After the targets classified: some destructive changes only a target can see, and
     // some changes a target can never make whatever the consent.
-    let refused = plan::refused(&changes, &consent, |c| {
-        target_of(&c.address).is_some_and(|t| t.refusal(c).is_some())
-    });
+    let vetoed: BTreeMap<String, String> = changes
+        .iter()
+        .filter_map(|c| Some((c.address.clone(), target_of(&c.address)?.refusal(c)?)))
+        .collect();
+    let refused = plan::refused(&changes, &consent, |c| vetoed.contains_key(&c.address));
+    let consented = plan::consented(&changes, &consent);
     Ok(Plan {
         format: PLAN_FORMAT,
         env: env.name().to_string(),
@@ -236,6 +228,8 @@ pub fn make_plan(
         changes,
         unchanged: diff.unchanged,
         refused,
+        vetoed,
+        consented,
         adopt: reconciled.adopt,
         forget: reconciled.forget,
     })

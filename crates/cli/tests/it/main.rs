@@ -6,6 +6,7 @@
 // `#[test]` functions; this extends it to the helpers beside them).
 #![allow(clippy::unwrap_used)]
 
+mod cli_golden;
 mod deploy;
 mod golden;
 mod recovery;
