@@ -3,7 +3,10 @@
 # shared/tools/kong-validate: kong.yaml (Kong OSS, DB-less) with --strict-plugins --oss-dbless,
 # kong.enterprise.yaml with --strict-plugins --allow-plugin openid-connect (the validator has no
 # schema for that Enterprise plugin; our typed checks cover its config). Checks all files, then fails if any was rejected.
-# SHARED (default: <repo>/../shared) locates the shared tools.
+# SHARED (default: <repo>/../shared) locates the shared tools. CI runs this on top of the test
+# suite, whose own oracle (crates/test-support/src/kong_oracle.rs) needs nothing outside the
+# repository; this script needs ../shared and python3 with PyYAML and jsonschema (installed here
+# when missing).
 set -euo pipefail
 root=$(git rev-parse --show-toplevel)
 cd "$root"
@@ -35,6 +38,15 @@ fi
 if [[ ! -x $validator ]]; then
     say "ERROR: $validator not found or not executable (set SHARED to the shared/ dir)"
     exit 1
+fi
+
+PY=${PYTHON:-python3}
+missing_py=()
+"$PY" -c 'import yaml' >/dev/null 2>&1 || missing_py+=(pyyaml)
+"$PY" -c 'import jsonschema' >/dev/null 2>&1 || missing_py+=(jsonschema)
+if ((${#missing_py[@]})); then
+    say "pip install ${missing_py[*]} (the validator's modules)"
+    "$PY" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "${missing_py[@]}"
 fi
 
 failed=()

@@ -130,12 +130,7 @@ fn postgres(p: &Platform) -> PostgresConfig {
         schema: super::sql::SCHEMA.to_string(),
         user: pg.admin_user.clone(),
         password: pg.admin_password.clone(),
-        ssl_mode: if p.azure.is_some() {
-            "require"
-        } else {
-            "disable"
-        }
-        .to_string(),
+        tls: p.postgres_tls(),
     }
 }
 
@@ -251,7 +246,9 @@ mod tests {
         );
         assert_eq!(cfg.postgres.database, "kombify_platform");
         assert_eq!(cfg.postgres.schema, "kombify");
-        assert_eq!(cfg.postgres.ssl_mode, "require");
+        assert_eq!(cfg.postgres.tls, kombiform_model::PostgresTls::azure());
+        assert!(files["prod/services/sso.json"]
+            .contains("\"tls\": {\n      \"mode\": \"verify-full\"\n    }"));
         assert_eq!(
             cfg.internal_token,
             SecretRef::KeyVault("sso-internal-token".into())
@@ -265,7 +262,7 @@ mod tests {
         let local: SsoConfig = parse(&files, "local/services/sso.json");
         assert_eq!(local.listen.address, "127.0.0.1");
         assert_eq!(local.postgres.password, SecretRef::Env("PGPASSWORD".into()));
-        assert_eq!(local.postgres.ssl_mode, "disable");
+        assert_eq!(local.postgres.tls, kombiform_model::PostgresTls::disabled());
         assert_eq!(local.zitadel.audiences, ["100000000000000001"]);
     }
 

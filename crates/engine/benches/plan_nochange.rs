@@ -255,7 +255,7 @@ fn connect_postgres_only(env: Env<'_>) -> Result<Vec<Provider>> {
     let r = providers::postgres::REGISTRATION;
     Ok(vec![Provider {
         target: r.target,
-        client: (r.connect)(env)?,
+        client: (r.connect)(env)?.into(),
     }])
 }
 

@@ -3,14 +3,22 @@
 //! `apply` takes a plan, never a model: what was reviewed is what runs. Changes become
 //! units of work (one change, or all of a batched provider's creates/updates — and
 //! separately its deletes — in one transaction). A unit starts when every unit it depends
-//! on is done. Transient failures are retried with exponential backoff, waiting at least
-//! what the remote asked (`Retry-After`). On a failure, units in flight finish, nothing new
-//! starts, and the report says what was done and what was not. Every completed change is
-//! handed to `on_done` at once (the caller journals it to state), so a crash loses nothing
-//! that finished. This module does not print: it reports [`Event`]s to an observer.
+//! on is done. Before a unit is sent, its start is recorded (the [`Recorder`] journals it:
+//! until its end is recorded, it is in doubt); when it completes, its end is. Transient
+//! failures are retried with exponential backoff, waiting at least what the remote asked
+//! (`Retry-After`). On a failure, units in flight finish, nothing new starts, and the report
+//! says what was done and what was not. A change that was applied but could not be recorded
+//! is reported as such ([`Report::unrecorded`]), never as failed.
+//!
+//! An [`Interrupt`] (the CLI triggers it on a signal; this module knows nothing of signals)
+//! stops the apply gracefully: nothing new starts, calls in flight may finish for
+//! [`Options::grace`], and those still running then are abandoned ([`Report::abandoned`]:
+//! in doubt, reconciled by the next plan). Each call runs on a thread of its own so that it
+//! can be abandoned. This module does not print: it reports [`Event`]s to an observer.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Condvar, Mutex};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -29,6 +37,9 @@ pub struct Options {
     pub base_backoff: Duration,
     /// Longest backoff.
     pub max_backoff: Duration,
+    /// After an interrupt, how long calls in flight may take to finish before they are
+    /// abandoned.
+    pub grace: Duration,
 }
 
 impl Default for Options {
@@ -38,7 +49,58 @@ impl Default for Options {
             max_retries: 5,
             base_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(30),
+            grace: Duration::from_secs(30),
         }
+    }
+}
+
+/// A request to stop, shared by whoever asks (the CLI, on a signal) and the engine: once
+/// triggered, nothing new starts, waits for a retry end, and calls still in flight after
+/// [`Options::grace`] are abandoned.
+#[derive(Debug, Default)]
+pub struct Interrupt {
+    since: Mutex<Option<Instant>>,
+    wake: Condvar,
+}
+
+impl Interrupt {
+    /// A shared interrupt, not triggered.
+    pub fn new() -> Arc<Interrupt> {
+        Arc::new(Interrupt::default())
+    }
+
+    /// Asks the apply to stop (the first call's time counts).
+    pub fn trigger(&self) {
+        let mut since = self.since.lock().unwrap_or_else(|p| p.into_inner());
+        since.get_or_insert_with(Instant::now);
+        self.wake.notify_all();
+    }
+
+    /// Whether a stop was asked for.
+    pub fn is_set(&self) -> bool {
+        self.since().is_some()
+    }
+
+    /// When the stop was asked for.
+    pub fn since(&self) -> Option<Instant> {
+        *self.since.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for `d`, or less if a stop is asked for; returns whether one was.
+    pub fn wait(&self, d: Duration) -> bool {
+        let deadline = Instant::now() + d;
+        let mut since = self.since.lock().unwrap_or_else(|p| p.into_inner());
+        while since.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            since = match self.wake.wait_timeout(since, left) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        true
     }
 }
 
@@ -73,6 +135,15 @@ pub enum Event {
         /// Time the unit took.
         elapsed_ms: u64,
     },
+    /// A change was applied, but the state could not record it (the next plan adopts it).
+    Unrecorded {
+        /// Address.
+        address: String,
+        /// Action.
+        action: Action,
+        /// Why it could not be recorded.
+        error: String,
+    },
     /// A change failed for good.
     Failed {
         /// Address.
@@ -82,26 +153,58 @@ pub enum Event {
         /// What failed.
         error: String,
     },
+    /// A change was still in flight when the grace period after an interrupt ended: its
+    /// outcome is unknown (in doubt in the state).
+    Abandoned {
+        /// Address.
+        address: String,
+        /// Action.
+        action: Action,
+    },
 }
 
 /// What happened.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Report {
-    /// Addresses completed, in completion order.
+    /// Addresses completed and recorded, in completion order.
     pub done: Vec<String>,
+    /// Addresses applied but not recorded in state, with why: the next plan adopts them.
+    pub unrecorded: Vec<(String, String)>,
     /// Addresses that failed, with the error.
     pub failed: Vec<(String, String)>,
-    /// Addresses never started because something failed first.
+    /// Addresses in flight when the grace period after an interrupt ended (in doubt).
+    pub abandoned: Vec<String>,
+    /// Addresses never started because something failed first or the apply was interrupted.
     pub not_started: Vec<String>,
+    /// An interrupt stopped the apply.
+    pub interrupted: bool,
     /// Wall time.
     pub elapsed_ms: u64,
 }
 
 impl Report {
-    /// Whether everything was applied.
+    /// Whether everything was applied and recorded.
     pub fn succeeded(&self) -> bool {
-        self.failed.is_empty() && self.not_started.is_empty()
+        self.failed.is_empty()
+            && self.unrecorded.is_empty()
+            && self.abandoned.is_empty()
+            && self.not_started.is_empty()
+            && !self.interrupted
     }
+
+    /// Whether some change was applied (recorded or not).
+    pub fn applied_any(&self) -> bool {
+        !self.done.is_empty() || !self.unrecorded.is_empty()
+    }
+}
+
+/// Records, in state, that a unit's changes are about to be sent and that they completed:
+/// one write per unit, so a batched provider's transaction is journaled with one write.
+pub trait Recorder: Send {
+    /// The changes are about to be sent. If this fails they are not sent.
+    fn started(&mut self, changes: &[&Change]) -> anyhow::Result<()>;
+    /// The changes completed.
+    fn done(&mut self, changes: &[&Change]) -> anyhow::Result<()>;
 }
 
 /// A unit of work: indexes into `plan.changes`.
@@ -200,18 +303,17 @@ struct Shared {
     started: BTreeSet<usize>,
 }
 
-/// Records completed changes (in state): one unit's changes at a time, so a batched
-/// provider's transaction is journaled with one write.
-pub type Recorder<'a> = dyn FnMut(&[&Change]) -> anyhow::Result<()> + Send + 'a;
-
-/// Applies `plan` with `providers` (by name). `on_done` is called, under a lock, for every
-/// completed change before anything that depends on it starts; if it fails, apply stops
-/// as on any failure. `observe` receives events.
+/// Applies `plan` with `providers` (by name). Each unit's start is handed to `recorder`
+/// before it is sent and its end after it completed, under a lock, before anything that
+/// depends on it starts; if recording fails, apply stops as on any failure (a change applied
+/// but not recorded is reported as [`Report::unrecorded`]). `interrupt` stops it gracefully.
+/// `observe` receives events.
 pub fn apply(
     plan: &Plan,
-    providers: &BTreeMap<String, &dyn Client>,
+    providers: &BTreeMap<String, Arc<dyn Client>>,
     opts: &Options,
-    on_done: &mut Recorder<'_>,
+    recorder: &mut dyn Recorder,
+    interrupt: &Arc<Interrupt>,
     observe: &(dyn Fn(&Event) + Sync),
 ) -> Report {
     let start = Instant::now();
@@ -242,15 +344,22 @@ pub fn apply(
         started: BTreeSet::new(),
     });
     let wake = Condvar::new();
-    let on_done = Mutex::new(on_done);
+    let recorder = Mutex::new(recorder);
     let workers = opts.parallelism.max(1).min(units.len().max(1));
+    let run = Run {
+        plan,
+        units: &units,
+        providers,
+        opts,
+        shared: &shared,
+        wake: &wake,
+        recorder: &recorder,
+        interrupt,
+        observe,
+    };
     std::thread::scope(|s| {
         for _ in 0..workers {
-            s.spawn(|| {
-                worker(
-                    plan, &units, providers, opts, &shared, &wake, &on_done, observe,
-                )
-            });
+            s.spawn(|| run.worker());
         }
     });
     let mut sh = match shared.into_inner() {
@@ -264,80 +373,191 @@ pub fn apply(
             }
         }
     }
+    sh.report.interrupted = interrupt.is_set();
     sh.report.elapsed_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
     sh.report
 }
 
-#[allow(clippy::too_many_arguments)]
-fn worker(
-    plan: &Plan,
-    units: &[Unit],
-    providers: &BTreeMap<String, &dyn Client>,
-    opts: &Options,
-    shared: &Mutex<Shared>,
-    wake: &Condvar,
-    on_done: &Mutex<&mut Recorder<'_>>,
-    observe: &(dyn Fn(&Event) + Sync),
-) {
-    loop {
-        let next = {
-            let Ok(mut sh) = shared.lock() else { return };
-            loop {
-                if sh.stop && sh.running == 0 {
-                    wake.notify_all();
-                    return;
-                }
-                if !sh.stop {
-                    if let Some(u) = sh.ready.pop() {
-                        sh.running += 1;
-                        sh.started.insert(u);
-                        break u;
-                    }
-                }
-                if sh.running == 0 && (sh.ready.is_empty() || sh.stop) {
-                    wake.notify_all();
-                    return;
-                }
-                sh = match wake.wait(sh) {
-                    Ok(g) => g,
-                    Err(_) => return,
-                };
-            }
+/// Everything a worker shares.
+struct Run<'a, 'r> {
+    plan: &'a Plan,
+    units: &'a [Unit],
+    providers: &'a BTreeMap<String, Arc<dyn Client>>,
+    opts: &'a Options,
+    shared: &'a Mutex<Shared>,
+    wake: &'a Condvar,
+    recorder: &'a Mutex<&'r mut dyn Recorder>,
+    interrupt: &'a Arc<Interrupt>,
+    observe: &'a (dyn Fn(&Event) + Sync),
+}
+
+/// How a unit ended.
+enum Outcome {
+    /// Applied and recorded.
+    Done(u64),
+    /// Applied, not recorded.
+    Unrecorded(String),
+    /// Not applied (or in doubt).
+    Failed(String),
+    /// Still in flight when the grace period ended.
+    Abandoned,
+}
+
+impl Run<'_, '_> {
+    fn worker(&self) {
+        while let Some(next) = self.next_unit() {
+            let unit = &self.units[next];
+            let changes: Vec<&Change> = unit
+                .changes
+                .iter()
+                .map(|i| &self.plan.changes[*i])
+                .collect();
+            let outcome = self.run_unit(unit, &changes);
+            self.finish(next, &changes, outcome);
+        }
+    }
+
+    /// The next unit to run, or `None` when the worker is done.
+    fn next_unit(&self) -> Option<usize> {
+        let Ok(mut sh) = self.shared.lock() else {
+            return None;
         };
-        let unit = &units[next];
-        let changes: Vec<&Change> = unit.changes.iter().map(|i| &plan.changes[*i]).collect();
-        for c in &changes {
-            observe(&Event::Started {
+        loop {
+            if self.interrupt.is_set() {
+                sh.stop = true;
+            }
+            if sh.stop && sh.running == 0 {
+                self.wake.notify_all();
+                return None;
+            }
+            if !sh.stop {
+                if let Some(u) = sh.ready.pop() {
+                    sh.running += 1;
+                    sh.started.insert(u);
+                    return Some(u);
+                }
+            }
+            if sh.running == 0 && (sh.ready.is_empty() || sh.stop) {
+                self.wake.notify_all();
+                return None;
+            }
+            // Woken by a finishing unit; an interrupt is noticed within the timeout.
+            sh = match self.wake.wait_timeout(sh, Duration::from_millis(100)) {
+                Ok((g, _)) => g,
+                Err(_) => return None,
+            };
+        }
+    }
+
+    fn record(
+        &self,
+        f: impl FnOnce(&mut dyn Recorder) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let Ok(mut r) = self.recorder.lock() else {
+            anyhow::bail!("state recorder poisoned");
+        };
+        f(&mut **r)
+    }
+
+    fn run_unit(&self, unit: &Unit, changes: &[&Change]) -> Outcome {
+        let first = changes
+            .first()
+            .map(|c| c.address.clone())
+            .unwrap_or_default();
+        if let Err(e) = self.record(|r| r.started(changes)) {
+            return Outcome::Failed(format!(
+                "not sent: recording its start in state failed: {e:#}"
+            ));
+        }
+        for c in changes {
+            (self.observe)(&Event::Started {
                 address: c.address.clone(),
                 action: c.action,
             });
         }
         let t0 = Instant::now();
-        let result = match providers.get(&unit.provider) {
+        let result = match self.providers.get(&unit.provider) {
             None => Err(anyhow::anyhow!(
                 "no provider `{}` is configured for this environment",
                 unit.provider
             )),
-            Some(p) => run_with_retries(*p, &changes, opts, observe),
+            Some(p) => match self.call(p, changes) {
+                Some(r) => r,
+                None => return Outcome::Abandoned,
+            },
         };
         let elapsed_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let result = result.and_then(|()| {
-            let Ok(mut f) = on_done.lock() else {
-                return Err(anyhow::anyhow!("state recorder poisoned"));
+        if let Err(e) = result {
+            return Outcome::Failed(format!("{e:#}"));
+        }
+        match self.record(|r| r.done(changes)) {
+            Ok(()) => Outcome::Done(elapsed_ms),
+            Err(e) => Outcome::Unrecorded(format!(
+                "applied, but recording {first} (and its unit) in state failed: {e:#}"
+            )),
+        }
+    }
+
+    /// Runs the unit's call (with retries) on a thread of its own and waits for it; `None`
+    /// when it was abandoned after an interrupt and the grace period.
+    fn call(&self, p: &Arc<dyn Client>, changes: &[&Change]) -> Option<anyhow::Result<()>> {
+        enum Msg {
+            Event(Event),
+            Done(anyhow::Result<()>),
+        }
+        let (tx, rx) = mpsc::channel::<Msg>();
+        let client = Arc::clone(p);
+        let owned: Vec<Change> = changes.iter().map(|c| (*c).clone()).collect();
+        let opts = self.opts.clone();
+        let interrupt = Arc::clone(self.interrupt);
+        let spawned = std::thread::Builder::new()
+            .name("kombiform-apply-call".into())
+            .spawn(move || {
+                let refs: Vec<&Change> = owned.iter().collect();
+                let events = tx.clone();
+                let r = run_with_retries(client.as_ref(), &refs, &opts, &interrupt, &|e| {
+                    let _ = events.send(Msg::Event(e.clone()));
+                });
+                let _ = tx.send(Msg::Done(r));
+            });
+        if let Err(e) = spawned {
+            return Some(Err(
+                anyhow::Error::new(e).context("starting a thread for the call")
+            ));
+        }
+        loop {
+            let wait = match self.interrupt.since() {
+                None => Duration::from_millis(100),
+                Some(t) => (t + self.opts.grace).saturating_duration_since(Instant::now()),
             };
-            let first = changes
-                .first()
-                .map(|c| c.address.clone())
-                .unwrap_or_default();
-            f(&changes)
-                .map_err(|e| e.context(format!("recording {first} (and its unit) in state")))?;
-            Ok(())
-        });
-        let Ok(mut sh) = shared.lock() else { return };
+            match rx.recv_timeout(wait) {
+                Ok(Msg::Event(e)) => (self.observe)(&e),
+                Ok(Msg::Done(r)) => return Some(r),
+                Err(RecvTimeoutError::Timeout) => {
+                    if self
+                        .interrupt
+                        .since()
+                        .is_some_and(|t| t.elapsed() >= self.opts.grace)
+                    {
+                        return None;
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Some(Err(anyhow::anyhow!("the call ended without an answer")))
+                }
+            }
+        }
+    }
+
+    fn finish(&self, unit: usize, changes: &[&Change], outcome: Outcome) {
+        let Ok(mut sh) = self.shared.lock() else {
+            return;
+        };
         sh.running -= 1;
-        match result {
-            Ok(()) => {
-                for c in &changes {
+        let observe = self.observe;
+        match outcome {
+            Outcome::Done(elapsed_ms) => {
+                for c in changes {
                     observe(&Event::Done {
                         address: c.address.clone(),
                         action: c.action,
@@ -345,7 +565,7 @@ fn worker(
                     });
                     sh.report.done.push(c.address.clone());
                 }
-                let deps = sh.dependents[next].clone();
+                let deps = sh.dependents[unit].clone();
                 for d in deps {
                     sh.remaining_needs[d] -= 1;
                     if sh.remaining_needs[d] == 0 {
@@ -353,9 +573,19 @@ fn worker(
                     }
                 }
             }
-            Err(e) => {
-                let msg = format!("{e:#}");
-                for c in &changes {
+            Outcome::Unrecorded(msg) => {
+                for c in changes {
+                    observe(&Event::Unrecorded {
+                        address: c.address.clone(),
+                        action: c.action,
+                        error: msg.clone(),
+                    });
+                    sh.report.unrecorded.push((c.address.clone(), msg.clone()));
+                }
+                sh.stop = true;
+            }
+            Outcome::Failed(msg) => {
+                for c in changes {
                     observe(&Event::Failed {
                         address: c.address.clone(),
                         action: c.action,
@@ -365,8 +595,52 @@ fn worker(
                 }
                 sh.stop = true;
             }
+            Outcome::Abandoned => {
+                for c in changes {
+                    observe(&Event::Abandoned {
+                        address: c.address.clone(),
+                        action: c.action,
+                    });
+                    sh.report.abandoned.push(c.address.clone());
+                }
+                sh.stop = true;
+            }
         }
-        wake.notify_all();
+        self.wake.notify_all();
+    }
+}
+
+/// Runs `f` until it succeeds, retrying [`crate::providers::Transient`] failures with the
+/// budget of `opts` (backoff doubling from `base_backoff`, at least what the remote asked);
+/// an interrupt ends the waiting. `on_retry` hears of each retry.
+pub fn retrying<T>(
+    opts: &Options,
+    interrupt: &Interrupt,
+    mut f: impl FnMut() -> anyhow::Result<T>,
+    on_retry: &dyn Fn(u32, Duration, &anyhow::Error),
+) -> anyhow::Result<T> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let e = match f() {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let Some(t) = transient(&e) else {
+            return Err(e);
+        };
+        if attempt > opts.max_retries {
+            return Err(e.context(format!("gave up after {attempt} attempts")));
+        }
+        let backoff = opts
+            .base_backoff
+            .saturating_mul(1u32 << (attempt - 1).min(16))
+            .min(opts.max_backoff);
+        let wait = t.retry_after.map_or(backoff, |r| r.max(backoff));
+        on_retry(attempt, wait, &e);
+        if interrupt.wait(wait) {
+            return Err(e.context("interrupted while waiting to try again"));
+        }
     }
 }
 
@@ -374,38 +648,21 @@ fn run_with_retries(
     p: &dyn Client,
     changes: &[&Change],
     opts: &Options,
+    interrupt: &Interrupt,
     observe: &(dyn Fn(&Event) + Sync),
 ) -> anyhow::Result<()> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match p.apply(changes) {
-            Ok(()) => return Ok(()),
-            Err(e) => {
-                let Some(t) = transient(&e) else {
-                    return Err(e);
-                };
-                if attempt > opts.max_retries {
-                    return Err(e.context(format!("gave up after {attempt} attempts")));
-                }
-                let backoff = opts
-                    .base_backoff
-                    .saturating_mul(1u32 << (attempt - 1).min(16))
-                    .min(opts.max_backoff);
-                let wait = t.retry_after.map_or(backoff, |r| r.max(backoff));
-                observe(&Event::Retrying {
-                    address: changes
-                        .first()
-                        .map(|c| c.address.clone())
-                        .unwrap_or_default(),
-                    attempt,
-                    wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                    error: format!("{e:#}"),
-                });
-                std::thread::sleep(wait);
-            }
-        }
-    }
+    let address = changes
+        .first()
+        .map(|c| c.address.clone())
+        .unwrap_or_default();
+    retrying(opts, interrupt, || p.apply(changes), &|attempt, wait, e| {
+        observe(&Event::Retrying {
+            address: address.clone(),
+            attempt,
+            wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            error: format!("{e:#}"),
+        });
+    })
 }
 
 #[cfg(test)]
@@ -414,6 +671,43 @@ mod tests {
     use crate::providers::{LiveRead, Transient};
     use kombiform_plan::{Resource, PLAN_FORMAT};
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Records the addresses of completed units; refuses starts of `refuse_start`.
+    #[derive(Default)]
+    struct Rec {
+        started: Vec<String>,
+        done: Vec<String>,
+        fail_done: bool,
+    }
+
+    impl Recorder for Rec {
+        fn started(&mut self, cs: &[&Change]) -> anyhow::Result<()> {
+            self.started.extend(cs.iter().map(|c| c.address.clone()));
+            Ok(())
+        }
+        fn done(&mut self, cs: &[&Change]) -> anyhow::Result<()> {
+            if self.fail_done {
+                anyhow::bail!("No space left on device");
+            }
+            self.done.extend(cs.iter().map(|c| c.address.clone()));
+            Ok(())
+        }
+    }
+
+    fn run(p: &Plan, providers: &BTreeMap<String, Arc<dyn Client>>, opts: &Options) -> Report {
+        apply(
+            p,
+            providers,
+            opts,
+            &mut Rec::default(),
+            &Interrupt::new(),
+            &|_| {},
+        )
+    }
+
+    fn one(name: &str, c: Arc<dyn Client>) -> BTreeMap<String, Arc<dyn Client>> {
+        [(name.to_string(), c)].into_iter().collect()
+    }
 
     struct Fake {
         batched: bool,
@@ -485,6 +779,10 @@ mod tests {
             changes,
             unchanged: 0,
             refused: vec![],
+            vetoed: Default::default(),
+            consented: Default::default(),
+            adopt: vec![],
+            forget: vec![],
         }
     }
 
@@ -494,14 +792,16 @@ mod tests {
             max_retries: 3,
             base_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(10),
+            grace: Duration::from_secs(60),
         }
     }
 
     #[test]
     fn dependencies_run_first_and_every_change_is_recorded() {
-        let pb = Fake::new();
+        let pb = Arc::new(Fake::new());
         let mut pg = Fake::new();
         pg.batched = true;
+        let pg = Arc::new(pg);
         let p = plan(vec![
             change("pg.tenant.a", Action::Create, &[]),
             change("pg.tenant.b", Action::Create, &[]),
@@ -512,21 +812,25 @@ mod tests {
                 &["pb.collection.a_users"],
             ),
         ]);
-        let mut providers: BTreeMap<String, &dyn Client> = BTreeMap::new();
-        providers.insert("pb".into(), &pb);
-        providers.insert("pg".into(), &pg);
-        let mut recorded = Vec::new();
+        let mut providers: BTreeMap<String, Arc<dyn Client>> = BTreeMap::new();
+        providers.insert("pb".into(), pb);
+        providers.insert("pg".into(), pg.clone());
+        let mut rec = Rec::default();
         let report = apply(
             &p,
             &providers,
             &fast(),
-            &mut |cs| {
-                recorded.extend(cs.iter().map(|c| c.address.clone()));
-                Ok(())
-            },
+            &mut rec,
+            &Interrupt::new(),
             &|_| {},
         );
         assert!(report.succeeded(), "{report:?}");
+        let recorded = rec.done;
+        assert_eq!(
+            rec.started.len(),
+            4,
+            "every start is recorded before the call"
+        );
         assert_eq!(recorded.len(), 4);
         let pos = |a: &str| recorded.iter().position(|r| r == a).unwrap_or(usize::MAX);
         assert!(pos("pg.tenant.a") < pos("pb.collection.a_users"));
@@ -539,14 +843,13 @@ mod tests {
     fn a_failure_stops_new_work_and_reports_what_was_not_done() {
         let mut pb = Fake::new();
         pb.fail_on = Some("pb.c.b");
+        let pb: Arc<dyn Client> = Arc::new(pb);
         let p = plan(vec![
             change("pb.c.a", Action::Create, &[]),
             change("pb.c.b", Action::Create, &["pb.c.a"]),
             change("pb.c.c", Action::Create, &["pb.c.b"]),
         ]);
-        let mut providers: BTreeMap<String, &dyn Client> = BTreeMap::new();
-        providers.insert("pb".into(), &pb);
-        let report = apply(&p, &providers, &fast(), &mut |_| Ok(()), &|_| {});
+        let report = run(&p, &one("pb", pb), &fast());
         assert_eq!(report.done, vec!["pb.c.a".to_string()]);
         assert_eq!(report.failed.len(), 1);
         assert_eq!(report.not_started, vec!["pb.c.c".to_string()]);
@@ -557,14 +860,19 @@ mod tests {
         let pb = Fake::new();
         pb.transient_left.store(2, Ordering::SeqCst);
         let p = plan(vec![change("pb.c.a", Action::Create, &[])]);
-        let mut providers: BTreeMap<String, &dyn Client> = BTreeMap::new();
-        providers.insert("pb".into(), &pb);
         let events = Mutex::new(Vec::new());
-        let report = apply(&p, &providers, &fast(), &mut |_| Ok(()), &|e| {
-            if let Ok(mut v) = events.lock() {
-                v.push(e.clone());
-            }
-        });
+        let report = apply(
+            &p,
+            &one("pb", Arc::new(pb)),
+            &fast(),
+            &mut Rec::default(),
+            &Interrupt::new(),
+            &|e| {
+                if let Ok(mut v) = events.lock() {
+                    v.push(e.clone());
+                }
+            },
+        );
         assert!(report.succeeded());
         let retries: Vec<u64> = events
             .lock()
@@ -583,14 +891,11 @@ mod tests {
 
     #[test]
     fn deletes_of_dependents_come_before_their_dependencies() {
-        let pb = Fake::new();
         let p = plan(vec![
             change("pb.c.child", Action::Delete, &["pb.c.parent"]),
             change("pb.c.parent", Action::Delete, &[]),
         ]);
-        let mut providers: BTreeMap<String, &dyn Client> = BTreeMap::new();
-        providers.insert("pb".into(), &pb);
-        let report = apply(&p, &providers, &fast(), &mut |_| Ok(()), &|_| {});
+        let report = run(&p, &one("pb", Arc::new(Fake::new())), &fast());
         assert_eq!(
             report.done,
             vec!["pb.c.child".to_string(), "pb.c.parent".to_string()]
@@ -615,24 +920,128 @@ mod tests {
                 Ok(())
             }
         }
-        let s = Slow {
+        let s = Arc::new(Slow {
             now: AtomicUsize::new(0),
             max: AtomicUsize::new(0),
-        };
+        });
         let p = plan(
             (0..20)
                 .map(|i| change(&format!("s.c.{i}"), Action::Create, &[]))
                 .collect(),
         );
-        let mut providers: BTreeMap<String, &dyn Client> = BTreeMap::new();
-        providers.insert("s".into(), &s);
         let opts = Options {
             parallelism: 3,
             ..fast()
         };
-        let report = apply(&p, &providers, &opts, &mut |_| Ok(()), &|_| {});
+        let report = run(&p, &one("s", s.clone()), &opts);
         assert!(report.succeeded());
         let max = s.max.load(Ordering::SeqCst);
         assert!((2..=3).contains(&max), "max concurrency {max}");
+    }
+
+    /// A client whose calls wait until `release` is triggered (or never).
+    struct Held {
+        release: Arc<Interrupt>,
+        entered: Arc<Interrupt>,
+    }
+
+    impl Client for Held {
+        fn read(&self) -> anyhow::Result<LiveRead> {
+            Ok(LiveRead::default())
+        }
+        fn apply(&self, _: &[&Change]) -> anyhow::Result<()> {
+            self.entered.trigger();
+            while !self.release.wait(Duration::from_secs(3600)) {}
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_applied_change_whose_recording_fails_is_unrecorded_not_failed() {
+        let p = plan(vec![
+            change("pb.c.a", Action::Create, &[]),
+            change("pb.c.b", Action::Create, &["pb.c.a"]),
+        ]);
+        let mut rec = Rec {
+            fail_done: true,
+            ..Rec::default()
+        };
+        let report = apply(
+            &p,
+            &one("pb", Arc::new(Fake::new())),
+            &fast(),
+            &mut rec,
+            &Interrupt::new(),
+            &|_| {},
+        );
+        assert!(report.failed.is_empty(), "{report:?}");
+        assert_eq!(report.unrecorded.len(), 1);
+        assert_eq!(report.unrecorded[0].0, "pb.c.a");
+        assert!(report.unrecorded[0].1.contains("No space left"));
+        assert_eq!(report.not_started, vec!["pb.c.b".to_string()]);
+        assert!(!report.succeeded());
+    }
+
+    #[test]
+    fn an_interrupt_lets_calls_in_flight_finish_and_starts_nothing_new() {
+        let (release, entered) = (Interrupt::new(), Interrupt::new());
+        let held = Arc::new(Held {
+            release: release.clone(),
+            entered: entered.clone(),
+        });
+        let p = plan(vec![
+            change("h.c.a", Action::Create, &[]),
+            change("h.c.b", Action::Create, &["h.c.a"]),
+        ]);
+        let interrupt = Interrupt::new();
+        let report = std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                apply(
+                    &p,
+                    &one("h", held),
+                    &fast(),
+                    &mut Rec::default(),
+                    &interrupt,
+                    &|_| {},
+                )
+            });
+            while !entered.wait(Duration::from_secs(3600)) {}
+            interrupt.trigger();
+            release.trigger();
+            h.join().unwrap()
+        });
+        assert!(report.interrupted);
+        assert_eq!(report.done, vec!["h.c.a".to_string()]);
+        assert_eq!(report.not_started, vec!["h.c.b".to_string()]);
+        assert!(report.abandoned.is_empty());
+    }
+
+    #[test]
+    fn a_call_still_in_flight_after_the_grace_period_is_abandoned() {
+        let (release, entered) = (Interrupt::new(), Interrupt::new());
+        let held = Arc::new(Held {
+            release,
+            entered: entered.clone(),
+        });
+        let p = plan(vec![change("h.c.a", Action::Create, &[])]);
+        let interrupt = Interrupt::new();
+        let opts = Options {
+            grace: Duration::from_millis(1),
+            ..fast()
+        };
+        let mut rec = Rec::default();
+        let report = std::thread::scope(|s| {
+            let h = s.spawn(|| apply(&p, &one("h", held), &opts, &mut rec, &interrupt, &|_| {}));
+            while !entered.wait(Duration::from_secs(3600)) {}
+            interrupt.trigger();
+            h.join().unwrap()
+        });
+        assert_eq!(report.abandoned, vec!["h.c.a".to_string()]);
+        assert!(report.done.is_empty() && report.failed.is_empty());
+        assert_eq!(
+            rec.started,
+            vec!["h.c.a".to_string()],
+            "its start stays recorded"
+        );
     }
 }

@@ -1,18 +1,26 @@
 //! Operations behind `plan` and `apply`: connect providers, read live state, make a plan,
 //! check a saved plan is still fresh, apply it while holding the state lock, journal every
-//! completed change, and leave audit records.
+//! change's start and end, and leave an audit record whatever happens.
+//!
+//! Recovery: a plan reconciles the state with what is live ([`kombiform_plan::reconcile`]):
+//! whatever interrupted an earlier apply, a live resource that matches the specs but is not
+//! recorded is adopted, and a change in doubt is adopted, made again or forgotten. An audit
+//! record that an audit trail could not take (PostgreSQL lost) is kept by the state backend
+//! and delivered by the next apply ([`deliver_audit`]). Connecting, reading and auditing
+//! retry transient failures with the apply's budget ([`apply::Options`]).
 //!
 //! The glue between `plan` (pure), `providers` (IO), `state` (storage) and `apply` (the
 //! engine). It does not print: the CLI renders what these functions return.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::apply::{self, Event, Report};
+use crate::apply::{self, Event, Interrupt, Recorder, Report};
 use crate::providers::{self, AuditChange, AuditRecord, Provider};
-use crate::state::{LockInfo, State, StateBackend};
+use crate::state::{Journal, LockInfo, State, StateBackend, Undelivered};
 use kombiform_model::secret::{self, Secret, SecretError};
 use kombiform_model::{Env, SecretRef};
 use kombiform_plan::{self as plan, Consent, DiffInput, Plan, Resource, PLAN_FORMAT};
@@ -46,19 +54,10 @@ pub fn env_lookup(name: &str) -> Option<String> {
 }
 
 /// The providers of an environment, connected: every registered provider whose target
-/// applies to it.
+/// applies to it. A transient failure (a server restarting, a connection refused) is
+/// retried with the default budget of [`apply::Options`].
 pub fn connect(env: Env<'_>) -> Result<Vec<Provider>> {
-    providers::REGISTRY
-        .iter()
-        .filter(|r| r.target.applies(env))
-        .map(|r| {
-            let client = (r.connect)(env)?;
-            Ok(Provider {
-                target: r.target,
-                client,
-            })
-        })
-        .collect()
+    connect_selected(env, None)
 }
 
 /// Everything the specs want, of the providers given.
@@ -86,7 +85,14 @@ pub fn read_live(providers: &[Provider]) -> Result<Live> {
     let results: Vec<(String, Result<providers::LiveRead>)> = std::thread::scope(|s| {
         let handles: Vec<_> = providers
             .iter()
-            .map(|p| s.spawn(move || (p.name().to_string(), p.client.read())))
+            .map(|p| {
+                s.spawn(move || {
+                    let opts = apply::Options::default();
+                    let never = Interrupt::default();
+                    let read = apply::retrying(&opts, &never, || p.client.read(), &|_, _, _| {});
+                    (p.name().to_string(), read)
+                })
+            })
             .collect();
         handles
             .into_iter()
@@ -124,38 +130,30 @@ fn owned_by_convention(providers: &[Provider], address: &str) -> bool {
         .is_some_and(|p| p.target.owns(address))
 }
 
-/// Consent given in the specs: tenants with `allowDestroy: true` (as the spec says, or as a
-/// live resource of some target records it) consent to the deletion of everything that
-/// belongs to them.
-fn spec_consent(
-    env: Env<'_>,
-    providers: &[Provider],
-    live: &[Resource],
-    desired: &[Resource],
-) -> BTreeSet<String> {
-    let mut tenants: BTreeSet<String> = env
+/// Consent given by the specs (tenants with `allowDestroy: true`) and kept by live records
+/// (a target's record of a tenant's consent, such as the tenant's row: what still consents
+/// once the tenant's spec is gone), on top of the `--allow-destroy` arguments. A tenant's
+/// consent covers everything that belongs to it (`meta.tenant`).
+fn consent(env: Env<'_>, providers: &[Provider], live: &[Resource], allowed: &[String]) -> Consent {
+    let spec_tenants: BTreeSet<String> = env
         .tenants()
         .filter(|t| t.allow_destroy)
         .map(|t| t.slug.to_string())
         .collect();
+    let mut recorded_tenants = BTreeSet::new();
     for r in live {
         if let Some(p) = providers
             .iter()
             .find(|p| p.name() == kombiform_plan::provider_of(&r.address))
         {
-            tenants.extend(p.target.destroy_consent(r));
+            recorded_tenants.extend(p.target.destroy_consent(r));
         }
     }
-    live.iter()
-        .chain(desired)
-        .filter(|r| {
-            r.meta
-                .get("tenant")
-                .and_then(serde_json::Value::as_str)
-                .is_some_and(|t| tenants.contains(t))
-        })
-        .map(|r| r.address.clone())
-        .collect()
+    Consent {
+        allowed: allowed.iter().cloned().collect(),
+        spec_tenants,
+        recorded_tenants,
+    }
 }
 
 /// Makes a plan. A dependency cycle among the resources is an error naming it.
@@ -176,19 +174,18 @@ pub fn make_plan(
             .map(|r| r.address.clone()),
     );
     let applied = state.applied();
-    let consent = Consent {
-        allowed: allow_destroy.iter().cloned().collect(),
-        spec_allowed: spec_consent(env, providers, &live.resources, &desired),
-    };
-    let diff = plan::diff(&DiffInput {
+    let consent = consent(env, providers, &live.resources, allow_destroy);
+    let input = DiffInput {
         desired: &desired,
         live: &live.resources,
         applied: &applied,
         managed: &managed,
-    })
-    .map_err(|cycle| {
+    };
+    let diff = plan::diff(&input).map_err(|cycle| {
         anyhow::anyhow!("dependency cycle: resources depend on each other: {cycle}")
     })?;
+    let read: BTreeSet<String> = live.fingerprints.keys().cloned().collect();
+    let reconciled = plan::reconcile(&input, &state.in_doubt(), &read);
     let target_of = |address: &str| {
         providers
             .iter()
@@ -203,9 +200,12 @@ pub fn make_plan(
     }
     // After the targets classified: some destructive changes only a target can see, and
     // some changes a target can never make whatever the consent.
-    let refused = plan::refused(&changes, &consent, |c| {
-        target_of(&c.address).is_some_and(|t| t.refusal(c).is_some())
-    });
+    let vetoed: BTreeMap<String, String> = changes
+        .iter()
+        .filter_map(|c| Some((c.address.clone(), target_of(&c.address)?.refusal(c)?)))
+        .collect();
+    let refused = plan::refused(&changes, &consent, |c| vetoed.contains_key(&c.address));
+    let consented = plan::consented(&changes, &consent);
     Ok(Plan {
         format: PLAN_FORMAT,
         env: env.name().to_string(),
@@ -216,6 +216,10 @@ pub fn make_plan(
         changes,
         unchanged: diff.unchanged,
         refused,
+        vetoed,
+        consented,
+        adopt: reconciled.adopt,
+        forget: reconciled.forget,
     })
 }
 
@@ -258,78 +262,337 @@ pub fn lock_info(command: &str) -> LockInfo {
     LockInfo::current(command)
 }
 
-/// Applies a plan while the caller holds the lock: journals each completed change, compacts
-/// the state at the end, and leaves audit records (state backend and providers).
-pub fn run_apply(
-    plan: &Plan,
-    providers: &[Provider],
-    backend: &dyn StateBackend,
-    state: State,
-    opts: &apply::Options,
-    command: &str,
-    observe: &(dyn Fn(&Event) + Sync),
-) -> Result<Report> {
+/// What an apply needs besides its plan and state. The caller holds the lock.
+pub struct ApplyContext<'a> {
+    /// The connected providers.
+    pub providers: &'a [Provider],
+    /// Where the state, journal and audit log are kept.
+    pub backend: &'a dyn StateBackend,
+    /// Parallelism, retries, grace period.
+    pub opts: &'a apply::Options,
+    /// Triggered to stop gracefully (the CLI does on a signal).
+    pub interrupt: &'a Arc<Interrupt>,
+    /// The command line, for the audit record.
+    pub command: &'a str,
+    /// Hears every event.
+    pub observe: &'a (dyn Fn(&Event) + Sync),
+}
+
+/// What an apply did.
+#[derive(Debug)]
+pub struct Applied {
+    /// The changes: done, unrecorded, failed, abandoned, not started.
+    pub report: Report,
+    /// Resources adopted into the state and records forgotten, before the changes.
+    pub adopted: usize,
+    /// Records forgotten.
+    pub forgotten: usize,
+    /// Failures of the state or the audit (the changes' own failures are in `report`).
+    pub errors: Vec<String>,
+    /// What the user should know (an audit record kept for later delivery).
+    pub warnings: Vec<String>,
+    /// The audit record left.
+    pub audit: AuditRecord,
+}
+
+impl Applied {
+    /// Whether every change was applied and recorded, and nothing else failed.
+    pub fn succeeded(&self) -> bool {
+        self.report.succeeded() && self.errors.is_empty()
+    }
+}
+
+/// Records starts and ends in the journal, then in the state in memory.
+struct StateRecorder<'a> {
+    state: &'a mut State,
+    journal: &'a mut dyn Journal,
+}
+
+impl Recorder for StateRecorder<'_> {
+    fn started(&mut self, changes: &[&plan::Change]) -> Result<()> {
+        self.journal.record_started(self.state, changes).map(|_| ())
+    }
+
+    fn done(&mut self, changes: &[&plan::Change]) -> Result<()> {
+        self.journal.record_all(self.state, changes).map(|_| ())
+    }
+}
+
+/// Applies a plan while the caller holds the lock: records what the plan adopts and
+/// forgets, journals each change's start and end, compacts the state at the end, and leaves
+/// an audit record whatever happened (failed, interrupted, or the state unwritable), in the
+/// state backend and in every provider's audit trail (kept for later delivery where a trail
+/// cannot take it). Never fails as a whole: what went wrong is in the result.
+pub fn run_apply(plan: &Plan, ctx: &ApplyContext<'_>, state: State) -> Applied {
     let started_at = crate::state::now_rfc3339();
     let mut state = state;
-    let by_name: BTreeMap<String, &dyn providers::Client> = providers
-        .iter()
-        .map(|p| (p.name().to_string(), p.client.as_ref()))
-        .collect();
-    let mut journal = backend
-        .journal(&plan.env)
-        .with_context(|| format!("opening the state journal of `{}`", plan.env))?;
-    let report = {
-        let state_ref = &mut state;
-        let journal_ref = &mut journal;
-        let mut record = |cs: &[&plan::Change]| -> Result<()> {
-            journal_ref.record_all(state_ref, cs)?;
-            Ok(())
-        };
-        apply::apply(plan, &by_name, opts, &mut record, observe)
+    let mut errors = Vec::new();
+    let (report, reconciled) = match journal_and_apply(plan, ctx, &mut state) {
+        Ok(report) => (report, true),
+        Err(why) => {
+            errors.push(why);
+            let report = Report {
+                not_started: plan.changes.iter().map(|c| c.address.clone()).collect(),
+                interrupted: ctx.interrupt.is_set(),
+                ..Report::default()
+            };
+            (report, false)
+        }
     };
-    backend
-        .compact(&plan.env, &state)
-        .with_context(|| format!("writing the state of `{}`", plan.env))?;
-    let info = LockInfo::current(command);
+    if let Err(e) = ctx.backend.compact(&plan.env, &state) {
+        errors.push(format!(
+            "writing the state snapshot of `{}` (the journal keeps every record: the next run \
+             replays it): {e:#}",
+            plan.env
+        ));
+    }
+    let info = LockInfo::current(ctx.command);
+    let first_error = report
+        .failed
+        .first()
+        .or(report.unrecorded.first())
+        .map(|(a, e)| format!("{a}: {e}"))
+        .or_else(|| errors.first().cloned())
+        .or_else(|| {
+            report
+                .interrupted
+                .then(|| "interrupted before every change was applied".to_string())
+        });
     let record = AuditRecord {
+        id: crate::state::random_id(),
         actor: format!("{}@{}", info.user, info.host),
         started_at,
         finished_at: crate::state::now_rfc3339(),
         env: plan.env.clone(),
-        command: command.to_string(),
+        command: ctx.command.to_string(),
         plan_hash: plan.hash(),
         changes: audit_changes(plan, &report),
-        result: if report.succeeded() {
-            "succeeded"
+        result: audit_result(&report, &errors).to_string(),
+        error: first_error,
+        adopted: if reconciled {
+            plan.adopt.iter().map(|r| r.address.clone()).collect()
         } else {
-            "failed"
-        }
-        .to_string(),
-        error: report.failed.first().map(|(a, e)| format!("{a}: {e}")),
+            Vec::new()
+        },
+        forgotten: if reconciled {
+            plan.forget.clone()
+        } else {
+            Vec::new()
+        },
     };
-    backend
-        .append_audit(&plan.env, &record)
-        .context("appending the audit record to the state backend")?;
-    for p in providers {
-        p.client
-            .record_audit(&record)
-            .with_context(|| format!("writing the audit record to {}", p.name()))?;
+    let mut warnings = Vec::new();
+    leave_audit(ctx, &record, &mut errors, &mut warnings);
+    Applied {
+        adopted: record.adopted.len(),
+        forgotten: record.forgotten.len(),
+        report,
+        errors,
+        warnings,
+        audit: record,
     }
-    Ok(report)
+}
+
+/// Opens the journal, records what the plan adopts and forgets, then runs the changes. `Err`
+/// (why) when the state could not be written before any change started.
+fn journal_and_apply(
+    plan: &Plan,
+    ctx: &ApplyContext<'_>,
+    state: &mut State,
+) -> std::result::Result<Report, String> {
+    let mut journal = ctx
+        .backend
+        .journal(&plan.env)
+        .map_err(|e| format!("opening the state journal of `{}`: {e:#}", plan.env))?;
+    journal
+        .record_reconciled(state, &plan.adopt, &plan.forget)
+        .map_err(|e| {
+            format!(
+                "recording {} adopted and {} forgotten resources in state: {e:#}",
+                plan.adopt.len(),
+                plan.forget.len()
+            )
+        })?;
+    let mut recorder = StateRecorder {
+        state,
+        journal: journal.as_mut(),
+    };
+    let by_name: BTreeMap<String, Arc<dyn providers::Client>> = ctx
+        .providers
+        .iter()
+        .map(|p| (p.name().to_string(), Arc::clone(&p.client)))
+        .collect();
+    Ok(apply::apply(
+        plan,
+        &by_name,
+        ctx.opts,
+        &mut recorder,
+        ctx.interrupt,
+        ctx.observe,
+    ))
+}
+
+/// Leaves an audit record of a plan that was not applied at all (refused by the guard,
+/// stale, cancelled): `result` is `refused`, `why` says why.
+pub fn audit_unapplied(
+    plan: &Plan,
+    ctx: &ApplyContext<'_>,
+    why: &str,
+) -> (Vec<String>, Vec<String>) {
+    let info = LockInfo::current(ctx.command);
+    let now = crate::state::now_rfc3339();
+    let report = Report {
+        not_started: plan.changes.iter().map(|c| c.address.clone()).collect(),
+        ..Report::default()
+    };
+    let record = AuditRecord {
+        id: crate::state::random_id(),
+        actor: format!("{}@{}", info.user, info.host),
+        started_at: now.clone(),
+        finished_at: now,
+        env: plan.env.clone(),
+        command: ctx.command.to_string(),
+        plan_hash: plan.hash(),
+        changes: audit_changes(plan, &report),
+        result: "refused".to_string(),
+        error: Some(why.to_string()),
+        adopted: Vec::new(),
+        forgotten: Vec::new(),
+    };
+    let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+    leave_audit(ctx, &record, &mut errors, &mut warnings);
+    (errors, warnings)
+}
+
+/// `succeeded`, `interrupted`, `partially failed` or `failed`.
+fn audit_result(report: &Report, errors: &[String]) -> &'static str {
+    if report.interrupted {
+        "interrupted"
+    } else if report.succeeded() && errors.is_empty() {
+        "succeeded"
+    } else if report.applied_any() {
+        "partially failed"
+    } else {
+        "failed"
+    }
+}
+
+/// Writes `record` to the state backend's audit log and to every provider's audit trail
+/// (retrying transient failures); what a trail could not take is kept for the next apply.
+fn leave_audit(
+    ctx: &ApplyContext<'_>,
+    record: &AuditRecord,
+    errors: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) {
+    if let Err(e) = ctx.backend.append_audit(&record.env, record) {
+        errors.push(format!(
+            "appending the audit record to the state backend: {e:#}"
+        ));
+    }
+    // Records kept by earlier applies go first (their trail may exist only now).
+    if let Err(e) = deliver_audit(&record.env, ctx.providers, ctx.backend) {
+        warnings.push(format!(
+            "delivering audit records kept by an earlier apply: {e:#}"
+        ));
+    }
+    let mut owed = Vec::new();
+    for p in ctx.providers {
+        if let Err(e) = audit_to(p, ctx.opts, record) {
+            warnings.push(format!(
+                "the audit record could not be written to {}: {e:#}",
+                p.name()
+            ));
+            owed.push(p.name().to_string());
+        }
+    }
+    if owed.is_empty() {
+        return;
+    }
+    let kept = ctx.backend.undelivered(&record.env).and_then(|mut all| {
+        all.push(Undelivered {
+            to: owed.clone(),
+            record: record.clone(),
+        });
+        ctx.backend.keep_undelivered(&record.env, &all)
+    });
+    match kept {
+        Ok(()) => warnings.push(format!(
+            "the audit record is kept in the state backend, marked undelivered to {}: the \
+             next apply delivers it",
+            owed.join(", ")
+        )),
+        Err(e) => errors.push(format!(
+            "keeping the undelivered audit record for {}: {e:#}",
+            owed.join(", ")
+        )),
+    }
+}
+
+/// One provider's audit trail, retrying transient failures.
+fn audit_to(p: &Provider, opts: &apply::Options, record: &AuditRecord) -> Result<()> {
+    let never = Interrupt::default();
+    apply::retrying(
+        opts,
+        &never,
+        || p.client.record_audit(record),
+        &|_, _, _| {},
+    )
+}
+
+/// Delivers the audit records kept because an audit trail could not take them (the caller
+/// holds the lock). Returns how many were delivered; what still fails stays kept.
+pub fn deliver_audit(
+    env: &str,
+    providers: &[Provider],
+    backend: &dyn StateBackend,
+) -> Result<usize> {
+    let kept = backend.undelivered(env)?;
+    if kept.is_empty() {
+        return Ok(0);
+    }
+    let opts = apply::Options::default();
+    let mut delivered = 0;
+    let mut still = Vec::new();
+    for mut u in kept {
+        u.to.retain(|name| {
+            providers
+                .iter()
+                .find(|p| p.name() == name)
+                .is_none_or(|p| audit_to(p, &opts, &u.record).is_err())
+        });
+        if u.to.is_empty() {
+            delivered += 1;
+        } else {
+            still.push(u);
+        }
+    }
+    backend
+        .keep_undelivered(env, &still)
+        .context("updating the undelivered audit records")?;
+    Ok(delivered)
 }
 
 fn audit_changes(plan: &Plan, report: &Report) -> Vec<AuditChange> {
-    let done: BTreeSet<&str> = report.done.iter().map(String::as_str).collect();
-    let failed: BTreeSet<&str> = report.failed.iter().map(|(a, _)| a.as_str()).collect();
+    let set = |v: &[String]| -> BTreeSet<String> { v.iter().cloned().collect() };
+    let pairs =
+        |v: &[(String, String)]| -> BTreeSet<String> { v.iter().map(|(a, _)| a.clone()).collect() };
+    let done = set(&report.done);
+    let unrecorded = pairs(&report.unrecorded);
+    let failed = pairs(&report.failed);
+    let abandoned = set(&report.abandoned);
     plan.changes
         .iter()
         .map(|c| AuditChange {
             address: c.address.clone(),
             action: c.action.as_str().to_string(),
-            result: if done.contains(c.address.as_str()) {
+            result: if done.contains(&c.address) {
                 "done"
-            } else if failed.contains(c.address.as_str()) {
+            } else if unrecorded.contains(&c.address) {
+                "unrecorded"
+            } else if failed.contains(&c.address) {
                 "failed"
+            } else if abandoned.contains(&c.address) {
+                "abandoned"
             } else {
                 "not started"
             }
@@ -418,17 +681,20 @@ pub fn select(env: Env<'_>, prefixes: &[String]) -> Result<Option<Selection>> {
     Ok(Some(sel))
 }
 
-/// The providers of `env` a selection needs (all of them without one).
+/// The providers of `env` a selection needs (all of them without one), connected; a
+/// transient failure is retried with the default budget of [`apply::Options`].
 pub fn connect_selected(env: Env<'_>, selection: Option<&Selection>) -> Result<Vec<Provider>> {
+    let opts = apply::Options::default();
+    let never = Interrupt::default();
     providers::REGISTRY
         .iter()
         .filter(|r| r.target.applies(env))
         .filter(|r| selection.is_none_or(|s| s.targets.contains(r.target.name())))
         .map(|r| {
-            let client = (r.connect)(env)?;
+            let client = apply::retrying(&opts, &never, || (r.connect)(env), &|_, _, _| {})?;
             Ok(Provider {
                 target: r.target,
-                client,
+                client: Arc::from(client),
             })
         })
         .collect()

@@ -243,6 +243,12 @@ pub fn postgres_server(p: &Platform) -> String {
     format!("{}-pg", base(p))
 }
 
+/// The PostgreSQL firewall rule letting in the IPv4 block `cidr` (`postgres.allowedCidrs`):
+/// `kombiform-allow-203-0-113-0-28` (firewall rule names allow letters, digits, `-`, `_`, `.`).
+pub fn postgres_firewall_rule(cidr: &str) -> String {
+    format!("kombiform-allow-{}", cidr.replace(['.', '/'], "-"))
+}
+
 /// The Azure Cache for Redis.
 pub fn redis(p: &Platform) -> String {
     format!("{}-redis", base(p))

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::SecretRef;
+use crate::{PostgresTls, SecretRef};
 
 /// The port of Kong's status listener (`KONG_STATUS_LISTEN=0.0.0.0:8100`), whose `/status`
 /// the health service checks. The gateway deployment must open it inside the environment.
@@ -113,8 +113,9 @@ pub struct PostgresConfig {
     pub user: String,
     /// Password.
     pub password: SecretRef,
-    /// libpq `sslmode`: `require` on Azure, `disable` locally.
-    pub ssl_mode: String,
+    /// TLS: the platform's [`crate::Platform::postgres_tls`] (`verify-full` with the bundled
+    /// Azure roots on Azure, `disable` locally, unless the spec says otherwise).
+    pub tls: PostgresTls,
 }
 
 /// Webhook signature verification.

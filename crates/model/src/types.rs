@@ -174,6 +174,16 @@ impl Platform {
     pub fn service(&self, name: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.name == name)
     }
+
+    /// The TLS every client of the platform database uses: `postgres.tls`, else
+    /// `verify-full` with the bundled Azure roots on Azure and `disable` elsewhere.
+    pub fn postgres_tls(&self) -> PostgresTls {
+        match (&self.postgres.tls, &self.azure) {
+            (Some(tls), _) => tls.clone(),
+            (None, Some(_)) => PostgresTls::azure(),
+            (None, None) => PostgresTls::disabled(),
+        }
+    }
 }
 
 /// Azure placement and naming.
@@ -517,6 +527,90 @@ pub struct Postgres {
     pub admin_user: String,
     /// Administrator password.
     pub admin_password: SecretRef,
+    /// TLS to the server, for `kombiform plan`/`apply`, `kombify-sso` and `kombify-health`.
+    /// Absent: `verify-full` against the bundled roots of Azure Database for PostgreSQL on
+    /// Azure environments, `disable` elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<PostgresTls>,
+    /// IPv4 ranges (CIDR) outside Azure that the server's firewall lets in besides Azure's
+    /// own services: the egress addresses of the CI runners (and operators) that run
+    /// `kombiform plan`/`apply`. Each becomes a firewall rule of the server (Azure only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_cidrs: Vec<String>,
+}
+
+/// How clients speak TLS to PostgreSQL.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PostgresTls {
+    /// `verify-full` (TLS only; the server's certificate must chain to a trusted root and
+    /// name the host connected to) or `disable` (plain TCP; never on Azure).
+    #[serde(default)]
+    pub mode: PostgresTlsMode,
+    /// PEM CA certificates to trust instead of the bundled roots of Azure Database for
+    /// PostgreSQL (DigiCert Global Root G2, Microsoft RSA Root Certificate Authority 2017),
+    /// e.g. a private CA, or the roots of another cloud. Certificates are public.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificates_pem: Option<String>,
+}
+
+impl PostgresTls {
+    /// Plain TCP.
+    pub fn disabled() -> PostgresTls {
+        PostgresTls {
+            mode: PostgresTlsMode::Disable,
+            ca_certificates_pem: None,
+        }
+    }
+
+    /// `verify-full` against the bundled roots of Azure Database for PostgreSQL.
+    pub fn azure() -> PostgresTls {
+        PostgresTls {
+            mode: PostgresTlsMode::VerifyFull,
+            ca_certificates_pem: None,
+        }
+    }
+}
+
+/// Whether and how a PostgreSQL connection uses TLS. There is no mode that may fall back to
+/// plain text, and none that encrypts without verifying whom it talks to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PostgresTlsMode {
+    /// Plain TCP: local servers only.
+    Disable,
+    /// TLS or no connection; the certificate chain is verified against the trusted roots
+    /// and the certificate must name the host (libpq's `sslmode=verify-full`).
+    #[default]
+    VerifyFull,
+}
+
+impl PostgresTlsMode {
+    /// The spec's spelling, as libpq's `sslmode` says it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PostgresTlsMode::Disable => "disable",
+            PostgresTlsMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// The first and last address of an IPv4 CIDR block such as `203.0.113.0/28`; `None` when
+/// `cidr` is not one (IPv6, no prefix length, a prefix over 32, or host bits set: the
+/// address must be the block's first, so that what is written is what is opened).
+pub fn ipv4_cidr_range(cidr: &str) -> Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)> {
+    let (ip, bits) = cidr.split_once('/')?;
+    let ip: std::net::Ipv4Addr = ip.parse().ok()?;
+    if bits.is_empty() || bits.len() > 2 || !bits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let bits: u32 = bits.parse().ok().filter(|b| *b <= 32)?;
+    let host_mask = u32::MAX.checked_shr(bits).unwrap_or(0);
+    let start = u32::from(ip);
+    if start & host_mask != 0 {
+        return None;
+    }
+    Some((ip, std::net::Ipv4Addr::from(start | host_mask)))
 }
 
 fn default_pg_port() -> u16 {
@@ -1246,4 +1340,37 @@ pub struct Index {
     /// Unique index.
     #[serde(default)]
     pub unique: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_cidr_ranges() {
+        let range = |c: &str| ipv4_cidr_range(c).map(|(a, b)| format!("{a}-{b}"));
+        assert_eq!(
+            range("203.0.113.7/32").as_deref(),
+            Some("203.0.113.7-203.0.113.7")
+        );
+        assert_eq!(
+            range("203.0.113.0/28").as_deref(),
+            Some("203.0.113.0-203.0.113.15")
+        );
+        assert_eq!(
+            range("0.0.0.0/0").as_deref(),
+            Some("0.0.0.0-255.255.255.255")
+        );
+        for bad in [
+            "203.0.113.7/28",
+            "203.0.113.7",
+            "203.0.113.0/33",
+            "203.0.113.0/+8",
+            "203.0.113.0/",
+            "2001:db8::/32",
+            "example.com/32",
+        ] {
+            assert_eq!(range(bad), None, "{bad}");
+        }
+    }
 }

@@ -1,25 +1,33 @@
 //! The HTTP edge shared by `kombify-sso` and `kombify-health`: the one JSON error format, the
-//! request-id middleware, JSON logging setup, and secret resolution from a [`SecretRef`].
+//! request-id middleware, the request-body extractor (size limit and timeout), JSON logging
+//! setup, and secret resolution from a [`SecretRef`].
 //!
 //! Error format (every error response of every service, LOW-001):
 //! `{"error": {"code": "kebab_or_snake_code", "message": "human text", "requestId": "…"}}`.
 //! Bodies never carry internal detail; that goes to the logs, tagged with the same request id.
+//! Errors raised before a request reaches the router (malformed or oversized heads, slow
+//! clients) are answered in the same format by the connection layer ([`crate::server`]).
 //!
-//! Not here: any service's routes or domain logic.
+//! Not here: any service's routes or domain logic, the server itself ([`crate::server`]).
 
 use std::time::Instant;
 
-use axum::body::Body;
-use axum::extract::Request;
-use axum::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Request};
+use axum::http::header::{
+    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING,
+};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tracing::Instrument;
 
+use http_body_util::BodyExt;
 use kombiform_model::secret::{self, Secret, SecretError};
 use kombiform_model::SecretRef;
+
+use crate::server::Limits;
 
 /// The request-id header, accepted from the caller when well formed and always echoed back.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -151,6 +159,7 @@ fn generic_error(status: StatusCode) -> ApiError {
         StatusCode::NOT_FOUND => ("not_found", "the requested resource was not found"),
         StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed"),
         StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "request body too large"),
+        StatusCode::REQUEST_TIMEOUT => ("request_timeout", "the request did not arrive in time"),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => {
             ("unsupported_media_type", "expected a JSON request body")
         }
@@ -179,7 +188,7 @@ pub fn request_id_from(header: Option<&HeaderValue>) -> String {
 
 /// A fresh random request id: 32 lowercase hex characters.
 pub fn new_request_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
+    kombiform_sys::random_id128()
 }
 
 /// Middleware: takes or makes the request id, runs the request inside a tracing span and the
@@ -194,6 +203,8 @@ pub async fn request_id_middleware(mut req: Request, next: Next) -> Response {
     );
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    // The connection layer does not follow chunked bodies: such a connection serves one request.
+    let chunked = req.headers().contains_key(TRANSFER_ENCODING);
     let span = tracing::info_span!("request", request_id = %id, %method, %path);
     let started = Instant::now();
     let fut = REQUEST_ID.scope(id.clone(), next.run(req));
@@ -204,7 +215,7 @@ pub async fn request_id_middleware(mut req: Request, next: Next) -> Response {
         let keep = response.headers().clone();
         response = (err.status, axum::Json(body)).into_response();
         for (name, value) in keep.iter() {
-            if name != CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            if name != CONTENT_TYPE && name != CONTENT_LENGTH {
                 response.headers_mut().insert(name.clone(), value.clone());
             }
         }
@@ -212,10 +223,58 @@ pub async fn request_id_middleware(mut req: Request, next: Next) -> Response {
     response
         .headers_mut()
         .insert(HeaderName::from_static(REQUEST_ID_HEADER), header_value);
+    if chunked {
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
     let status = response.status().as_u16();
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     span.in_scope(|| tracing::info!(status, elapsed_ms, "request"));
     response
+}
+
+/// A request body of at most `MAX` bytes, read within the server's body timeout
+/// ([`Limits::body_timeout`]): 413 when larger (by `Content-Length` before reading, or while
+/// reading), 408 when it does not arrive in time, 400 when it cannot be read.
+#[derive(Clone, Debug)]
+pub struct BodyBytes<const MAX: usize>(pub Bytes);
+
+impl<S: Send + Sync, const MAX: usize> FromRequest<S> for BodyBytes<MAX> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<BodyBytes<MAX>, ApiError> {
+        let too_large = || {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "request body too large",
+            )
+        };
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX as u64) {
+            return Err(too_large());
+        }
+        let timeout = req
+            .extensions()
+            .get::<Limits>()
+            .map_or(Limits::default().body_timeout, |l| l.body_timeout);
+        let body = http_body_util::Limited::new(req.into_body(), MAX);
+        match tokio::time::timeout(timeout, body.collect()).await {
+            Ok(Ok(collected)) => Ok(BodyBytes(collected.to_bytes())),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+            Ok(Err(_)) => Err(ApiError::bad_request("the request body could not be read")),
+            Err(_) => Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body did not arrive in time",
+            )),
+        }
+    }
 }
 
 /// Adds the shared edge to a service's router: a JSON 404 fallback and the request-id

@@ -15,8 +15,8 @@ use super::diag::{did_you_mean, Diagnostic, Label};
 use super::load::{Documents, Located};
 use kombiform_model::naming::{self, ident_problem, name_problem};
 use kombiform_model::{
-    Access, AccessLevel, CollectionKind, FieldKind, KongEdition, Model, PlanFeature, Platform,
-    Scope, Writers, IDENTITY_FIELDS, OWNER_FIELD,
+    ipv4_cidr_range, Access, AccessLevel, CollectionKind, FieldKind, KongEdition, Model,
+    PlanFeature, Platform, PostgresTlsMode, Scope, Writers, IDENTITY_FIELDS, OWNER_FIELD,
 };
 
 /// Runs every check and returns the model (sorted). The model is only meaningful when no
@@ -118,6 +118,8 @@ fn normalise(model: &mut Model) {
         p.kong.internal_cidrs.dedup();
         p.postgres.databases.sort();
         p.postgres.databases.dedup();
+        p.postgres.allowed_cidrs.sort();
+        p.postgres.allowed_cidrs.dedup();
         p.zitadel.client_ids.sort();
         p.zitadel.signing_keys.sort_by(|a, b| a.kid.cmp(&b.kid));
     }
@@ -247,6 +249,66 @@ fn check_pem(pem: &str, expected: &str, what: &str, at: Label, diags: &mut Vec<D
                 at,
             )
             .hint(format!("paste the PEM text, from `{begin}` to `{end}`")),
+        );
+    }
+}
+
+/// `postgres.tls` and `postgres.allowedCidrs`: TLS is never off on Azure, a CA bundle is PEM,
+/// and the firewall takes IPv4 ranges on Azure only.
+fn check_postgres_access(l: &Located<Platform>, diags: &mut Vec<Diagnostic>) {
+    let p = &l.item;
+    let pg = &p.postgres;
+    if let Some(tls) = &pg.tls {
+        if tls.mode == PostgresTlsMode::Disable && p.azure.is_some() {
+            diags.push(
+                Diagnostic::error(
+                    "postgres-tls-disabled",
+                    "`postgres.tls.mode: disable` on Azure: Azure Database for PostgreSQL requires TLS, and credentials must not cross the network in plain text",
+                    l.label(&["spec", "postgres", "tls", "mode"]),
+                )
+                .hint("remove `tls` (verify-full against the bundled Azure roots) or write `mode: verify-full`"),
+            );
+        }
+        if let Some(pem) = &tls.ca_certificates_pem {
+            check_pem(
+                pem,
+                "CERTIFICATE",
+                "the PostgreSQL CA bundle",
+                l.label(&["spec", "postgres", "tls", "caCertificatesPem"]),
+                diags,
+            );
+        }
+    }
+    for (i, cidr) in pg.allowed_cidrs.iter().enumerate() {
+        let at = || l.label(&["spec", "postgres", "allowedCidrs", &i.to_string()]);
+        match ipv4_cidr_range(cidr) {
+            None => diags.push(
+                Diagnostic::error(
+                    "invalid-cidr",
+                    format!("`{cidr}` is not an IPv4 CIDR block"),
+                    at(),
+                )
+                .hint("write the block's first address and its prefix length, e.g. `203.0.113.7/32` or `203.0.113.0/28`: the server's firewall takes IPv4 ranges"),
+            ),
+            Some((start, _)) if start.is_unspecified() => diags.push(
+                Diagnostic::error(
+                    "invalid-cidr",
+                    format!("`{cidr}` starts at 0.0.0.0: it would open the server to the whole internet, or (as 0.0.0.0/32) to every Azure customer"),
+                    at(),
+                )
+                .hint("list the CI runners' egress addresses, e.g. `203.0.113.7/32`; Azure's own services are already let in"),
+            ),
+            Some(_) => {}
+        }
+    }
+    if !pg.allowed_cidrs.is_empty() && p.azure.is_none() {
+        diags.push(
+            Diagnostic::error(
+                "allowed-cidrs-without-azure",
+                "`postgres.allowedCidrs` opens the firewall of the Azure server, and this environment has no `azure` section",
+                l.key_label(&["spec", "postgres"], "allowedCidrs"),
+            )
+            .hint("remove `allowedCidrs`, or add `azure`"),
         );
     }
 }
@@ -510,6 +572,7 @@ fn check_platform(l: &Located<Platform>, diags: &mut Vec<Diagnostic>) {
             );
         }
     }
+    check_postgres_access(l, diags);
     if !pg.databases.contains(&pg.platform_database) {
         let known: Vec<&str> = pg.databases.iter().map(String::as_str).collect();
         diags.push(unknown(

@@ -3,7 +3,12 @@
 //! make the choice ambiguous) and either the platform's certificate roots or a given CA
 //! bundle (a test CA, Azure Database for PostgreSQL's bundle).
 //!
+//! - [`postgres`]: PostgreSQL over TLS (`verify-full`), the bundled roots of Azure Database for
+//!   PostgreSQL, and what a failed handshake means.
+//!
 //! Not here: which server to trust for what (the callers decide), or client certificates.
+
+pub mod postgres;
 
 use std::sync::Arc;
 
@@ -13,7 +18,7 @@ use rustls::{ClientConfig, RootCertStore};
 
 /// Why a TLS configuration could not be built (no secret in it).
 #[derive(Debug)]
-pub struct TlsError(String);
+pub struct TlsError(pub(crate) String);
 
 impl std::fmt::Display for TlsError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -1,5 +1,5 @@
 //! Our own typed checks of a generated Kong config (the test oracle's layers b and c of
-//! `shared/ref/kong.md` §4), on top of the external `kong-validate`.
+//! `shared/ref/kong.md` §4), on top of the schema oracle ([`crate::kong_oracle`]).
 //!
 //! The document is read into typed structs that mirror the Kong 3.9 entity and plugin
 //! schemas we emit (unknown fields are errors), then invariants are checked: only plugins of

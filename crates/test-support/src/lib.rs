@@ -10,15 +10,24 @@
 //!   working tree.
 //! - [`synthetic`]: the example platform with N generated tenants.
 //! - [`kong_check`]: typed checks of a generated Kong document.
+//! - [`kong_oracle`]: the Kong schema oracle: decK's and Kong's published schemas (test data
+//!   in `tests/fixtures/kong/`) and Kong OSS 3.9's DB-less rules, nothing outside the
+//!   repository.
+//! - [`tls`]: certificate authorities made at test time, for servers that speak TLS.
+//! - [`proxy`]: a TCP proxy between a client and a real server that injects the faults of a
+//!   real network (answers held back, connections reset, connections refused).
 //!
 //! Depends on the model and the spec loader only, so that every other crate's tests can use
 //! it without a dependency cycle. Not a mock layer and not part of any shipped binary.
 
 pub mod kong_check;
+pub mod kong_oracle;
 pub mod pocketbase;
 pub mod postgres;
 mod process;
+pub mod proxy;
 pub mod synthetic;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,13 @@
 //! A real PostgreSQL server for tests: `initdb` into a fresh temp dir, `postgres` on a free
 //! 127.0.0.1 port with trust auth, stopped (`pg_ctl stop -m immediate`) and removed on drop.
 //!
+//! [`Postgres::start_tls`] starts one that speaks TLS only: `ssl=on` with a certificate for
+//! `localhost` and `127.0.0.1` issued by a test CA, a `pg_hba.conf` of `hostssl` lines (a plain
+//! TCP login finds no entry and is refused), listening on 127.0.0.1 and on
+//! [`OTHER_LOOPBACK`] (a name the certificate does not hold). The helpers' own connections
+//! (readiness, [`Postgres::connect`], [`Postgres::create_database`]) go through a Unix socket
+//! in the temp dir, so they need no TLS.
+//!
 //! PostgreSQL refuses to run as root and tests run as root in CI, so when this process is root the
 //! server runs as the `postgres` OS user (created if missing) through `runuser`. Durability is
 //! switched off (`fsync=off` and friends): these servers hold throwaway test data.
@@ -15,6 +22,12 @@ use anyhow::{anyhow, bail, Context, Result};
 use tempfile::TempDir;
 
 use super::process::{self, Startup, LOOPBACK, PORT_ATTEMPTS};
+use super::tls::TestCa;
+
+/// A second loopback address a [`Postgres::start_tls`] server also listens on. Its
+/// certificate names `localhost` and `127.0.0.1` only, so connecting by this address is a
+/// host name mismatch.
+pub const OTHER_LOOPBACK: &str = "127.0.0.2";
 
 /// The OS user the server runs as when tests run as root, and the database superuser.
 const OS_USER: &str = "postgres";
@@ -30,6 +43,8 @@ pub struct Postgres {
     log_path: PathBuf,
     /// Whether commands run as [`OS_USER`] via `runuser` (this process is root).
     as_os_user: bool,
+    /// TLS only: the Unix socket directory the helpers connect through.
+    socket_dir: Option<PathBuf>,
     /// The server process (`runuser` or `postgres` itself); `None` once stopped.
     server: Option<Child>,
     /// Dropped after `server` is stopped (fields drop after `Drop::drop`), removing every file.
@@ -42,6 +57,16 @@ impl Postgres {
     /// Fails loudly, with the fixing command, when the PostgreSQL server binaries are missing, and
     /// with the server log when the server does not come up within 30 s.
     pub fn start() -> Result<Postgres> {
+        Postgres::start_with(None)
+    }
+
+    /// Like [`Postgres::start`], but TLS only, with a server certificate from `ca` for
+    /// `localhost` and `127.0.0.1` (see the module documentation).
+    pub fn start_tls(ca: &TestCa) -> Result<Postgres> {
+        Postgres::start_with(Some(ca))
+    }
+
+    fn start_with(ca: Option<&TestCa>) -> Result<Postgres> {
         let bin_dir = server_bin_dir()?;
         let as_os_user = process::effective_uid()? == 0;
 
@@ -69,6 +94,7 @@ impl Postgres {
             data_dir,
             log_path,
             as_os_user,
+            socket_dir: None,
             server: None,
             dir,
         };
@@ -89,6 +115,18 @@ impl Postgres {
             ])
             .args(["--no-sync", "--no-instructions"]);
         process::run_checked(&mut initdb).context("initdb for a test PostgreSQL")?;
+        let tls_args = match ca {
+            Some(ca) => pg.configure_tls(ca)?,
+            None => Vec::new(),
+        };
+        let listen = match ca {
+            Some(_) => format!("{LOOPBACK},{OTHER_LOOPBACK}"),
+            None => LOOPBACK.to_string(),
+        };
+        let sockets = pg
+            .socket_dir
+            .as_ref()
+            .map_or_else(String::new, |d| d.display().to_string());
 
         for _ in 0..PORT_ATTEMPTS {
             pg.port = process::free_port()?;
@@ -100,8 +138,9 @@ impl Postgres {
                 .arg("-D")
                 .arg(&pg.data_dir)
                 .args(["-p", &pg.port.to_string()])
-                .args(["-c", &format!("listen_addresses={LOOPBACK}")])
-                .args(["-c", "unix_socket_directories="])
+                .args(["-c", &format!("listen_addresses={listen}")])
+                .args(["-c", &format!("unix_socket_directories={sockets}")])
+                .args(&tls_args)
                 .args([
                     "-c",
                     "fsync=off",
@@ -118,8 +157,16 @@ impl Postgres {
                 .with_context(|| format!("starting {postgres:?}"))?;
             let child = pg.server.insert(child);
 
-            let port = pg.port;
-            let ready = || connect(port, "postgres", Duration::from_secs(1)).is_ok();
+            let (port, socket_dir) = (pg.port, pg.socket_dir.clone());
+            let ready = || {
+                connect(
+                    port,
+                    socket_dir.as_deref(),
+                    "postgres",
+                    Duration::from_secs(1),
+                )
+                .is_ok()
+            };
             match process::wait_until_ready("postgres", child, &pg.log_path, ready)? {
                 Startup::Ready => return Ok(pg),
                 Startup::PortTaken => pg.stop(),
@@ -128,6 +175,55 @@ impl Postgres {
         Err(anyhow!(
             "postgres could not bind a free port in {PORT_ATTEMPTS} attempts"
         ))
+    }
+
+    /// Writes the server's certificate and key, and a `pg_hba.conf` that admits TLS logins
+    /// only (plus the helpers' Unix socket); the `postgres` arguments that turn TLS on.
+    fn configure_tls(&mut self, ca: &TestCa) -> Result<Vec<String>> {
+        let cert = ca.issue(&["localhost", LOOPBACK])?;
+        let cert_path = self.dir.path().join("server.crt");
+        let key_path = self.dir.path().join("server.key");
+        self.write_private(&cert_path, &cert.chain_pem)?;
+        // PostgreSQL refuses a key file that others can read.
+        self.write_private(&key_path, &cert.key_pem)?;
+        let hba = format!(
+            "# TLS only: a plain TCP login matches no line and is refused.\n\
+             local all all trust\n\
+             hostssl all all {LOOPBACK}/32 trust\n\
+             hostssl all all {OTHER_LOOPBACK}/32 trust\n"
+        );
+        let hba_path = self.data_dir.join("pg_hba.conf");
+        // Overwriting keeps the owner and mode initdb gave the file.
+        fs::write(&hba_path, hba).with_context(|| format!("writing {}", hba_path.display()))?;
+        self.socket_dir = Some(self.dir.path().to_path_buf());
+        Ok(vec![
+            "-c".into(),
+            "ssl=on".into(),
+            "-c".into(),
+            format!("ssl_cert_file={}", cert_path.display()),
+            "-c".into(),
+            format!("ssl_key_file={}", key_path.display()),
+        ])
+    }
+
+    /// Writes `text` to `path`, mode 0600, owned by the server's OS user.
+    fn write_private(&self, path: &Path, text: &str) -> Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        file.write_all(text.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        if self.as_os_user {
+            let (uid, gid) = os_user_ids()?;
+            std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                .with_context(|| format!("chown {} to {OS_USER}", path.display()))?;
+        }
+        Ok(())
     }
 
     /// The host the server listens on (`127.0.0.1`).
@@ -150,7 +246,13 @@ impl Postgres {
         self.dir.path()
     }
 
-    /// URL of the default `postgres` database, e.g. `postgres://postgres@127.0.0.1:5555/postgres`.
+    /// The server log (stdout and stderr of `postgres`).
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// URL of the default `postgres` database, e.g. `postgres://postgres@127.0.0.1:5555/postgres`
+    /// (a plain TCP URL: a [`Postgres::start_tls`] server refuses it without TLS).
     pub fn url(&self) -> String {
         self.url_for("postgres")
     }
@@ -180,8 +282,13 @@ impl Postgres {
 
     /// A connected client for database `db`.
     pub fn connect(&self, db: &str) -> Result<postgres::Client> {
-        connect(self.port, db, Duration::from_secs(10))
-            .with_context(|| format!("connecting to {}", self.url_for(db)))
+        connect(
+            self.port,
+            self.socket_dir.as_deref(),
+            db,
+            Duration::from_secs(10),
+        )
+        .with_context(|| format!("connecting to {}", self.url_for(db)))
     }
 
     /// A command for PostgreSQL program `program`, run as [`OS_USER`] when we are root.
@@ -233,9 +340,19 @@ impl Drop for Postgres {
     }
 }
 
-fn connect(port: u16, db: &str, timeout: Duration) -> Result<postgres::Client, postgres::Error> {
-    postgres::Config::new()
-        .host(LOOPBACK)
+/// A plain connection over TCP to 127.0.0.1, or over the Unix socket in `socket_dir`.
+fn connect(
+    port: u16,
+    socket_dir: Option<&Path>,
+    db: &str,
+    timeout: Duration,
+) -> Result<postgres::Client, postgres::Error> {
+    let mut config = postgres::Config::new();
+    match socket_dir {
+        Some(dir) => config.host_path(dir),
+        None => config.host(LOOPBACK),
+    };
+    config
         .port(port)
         .user(DB_USER)
         .dbname(db)

@@ -14,14 +14,18 @@ use serde_json::Value;
 
 use kombiform_test_support::pocketbase::{PocketBase, SUPERUSER_EMAIL, SUPERUSER_PASSWORD};
 use kombiform_test_support::postgres::Postgres;
+use kombiform_test_support::proxy::Proxy;
 
-struct Lab {
-    pg: Postgres,
-    pb: PocketBase,
-    dir: tempfile::TempDir,
+pub(crate) struct Lab {
+    pub(crate) pg: Postgres,
+    pub(crate) pb: PocketBase,
+    pub(crate) dir: tempfile::TempDir,
+    /// Between kombiform and PostgreSQL / PocketBase, when started with [`Lab::proxied`].
+    pub(crate) pg_proxy: Option<Proxy>,
+    pub(crate) pb_proxy: Option<Proxy>,
 }
 
-fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+pub(crate) fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to)?;
     for e in std::fs::read_dir(from)? {
         let e = e?;
@@ -36,34 +40,63 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
 }
 
 impl Lab {
-    fn start() -> Result<Lab> {
+    pub(crate) fn start() -> Result<Lab> {
+        Lab::start_with(false)
+    }
+
+    /// A lab whose kombiform reaches PostgreSQL and PocketBase through fault-injecting
+    /// proxies (the tests' own connections go straight to the servers).
+    pub(crate) fn proxied() -> Result<Lab> {
+        Lab::start_with(true)
+    }
+
+    fn start_with(proxied: bool) -> Result<Lab> {
         let pg = Postgres::start()?;
         pg.create_database("kombify_platform")?;
         let pb = PocketBase::start()?;
+        let (pg_proxy, pb_proxy) = if proxied {
+            let pb_port = pb
+                .url()
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+                .context("the PocketBase URL has no port")?;
+            (Some(Proxy::start(pg.port())?), Some(Proxy::start(pb_port)?))
+        } else {
+            (None, None)
+        };
+        let pg_port = pg_proxy.as_ref().map_or(pg.port(), Proxy::port);
+        let pb_url = pb_proxy.as_ref().map_or(pb.url(), Proxy::http_url);
         let dir = tempfile::tempdir()?;
         let specs = dir.path().join("specs");
         copy_dir(&kombiform_test_support::example_specs_dir(), &specs)?;
         let local = specs.join("platform/local.yaml");
         let text = std::fs::read_to_string(&local)?;
         let text = text
-            .replace("    port: 5432\n", &format!("    port: {}\n", pg.port()))
+            .replace("    port: 5432\n", &format!("    port: {pg_port}\n"))
             .replace(
                 "  pocketbase:\n    url: http://127.0.0.1:8090\n    superuserEmail: admin@kombify.localhost",
-                &format!("  pocketbase:\n    url: {}\n    superuserEmail: {SUPERUSER_EMAIL}", pb.url()),
+                &format!("  pocketbase:\n    url: {pb_url}\n    superuserEmail: {SUPERUSER_EMAIL}"),
             );
         anyhow::ensure!(
-            text.contains(&pb.url()),
+            text.contains(&pb_url),
             "could not point local.yaml at the test PocketBase"
         );
         std::fs::write(&local, text)?;
-        Ok(Lab { pg, pb, dir })
+        Ok(Lab {
+            pg,
+            pb,
+            dir,
+            pg_proxy,
+            pb_proxy,
+        })
     }
 
-    fn specs(&self) -> PathBuf {
+    pub(crate) fn specs(&self) -> PathBuf {
         self.dir.path().join("specs")
     }
 
-    fn cmd(&self, args: &[&str]) -> Command {
+    pub(crate) fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_kombiform"));
         c.args(args)
             .current_dir(self.dir.path())
@@ -74,28 +107,28 @@ impl Lab {
         c
     }
 
-    fn run(&self, args: &[&str]) -> Result<Output> {
+    pub(crate) fn run(&self, args: &[&str]) -> Result<Output> {
         self.cmd(args).output().context("running kombiform")
     }
 
-    fn apply(&self, extra: &[&str]) -> Result<Output> {
+    pub(crate) fn apply(&self, extra: &[&str]) -> Result<Output> {
         let mut args = vec!["apply", "--env", "local", "--auto-approve"];
         args.extend_from_slice(extra);
         self.run(&args)
     }
 
-    fn plan_json(&self) -> Result<(i32, Value)> {
-        let out = self.run(&["plan", "--env", "local", "--json"])?;
+    pub(crate) fn plan_json(&self) -> Result<(i32, Value)> {
+        let out = self.run(&["plan", "--env", "local", "--format", "json"])?;
         let v: Value = serde_json::from_slice(&out.stdout).with_context(|| {
             format!(
-                "plan --json printed no JSON: {}",
+                "plan --format json printed no JSON: {}",
                 String::from_utf8_lossy(&out.stderr)
             )
         })?;
         Ok((out.status.code().unwrap_or(-1), v))
     }
 
-    fn edit(&self, file: &str, from: &str, to: &str) -> Result<()> {
+    pub(crate) fn edit(&self, file: &str, from: &str, to: &str) -> Result<()> {
         let path = self.specs().join(file);
         let text = std::fs::read_to_string(&path)?;
         anyhow::ensure!(text.contains(from), "{file} has no `{from}`");
@@ -103,12 +136,12 @@ impl Lab {
         Ok(())
     }
 
-    fn sql(&self, query: &str) -> Result<Vec<postgres::Row>> {
+    pub(crate) fn sql(&self, query: &str) -> Result<Vec<postgres::Row>> {
         let mut c = self.pg.connect("kombify_platform")?;
         Ok(c.query(query, &[])?)
     }
 
-    fn collections(&self) -> Result<Vec<String>> {
+    pub(crate) fn collections(&self) -> Result<Vec<String>> {
         let token = self.pb.superuser_token()?;
         let mut res = self
             .pb
@@ -131,7 +164,7 @@ impl Lab {
     }
 }
 
-fn text(o: &Output) -> String {
+pub(crate) fn text(o: &Output) -> String {
     format!(
         "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
         o.status.code(),
@@ -140,7 +173,7 @@ fn text(o: &Output) -> String {
     )
 }
 
-fn addresses(plan: &Value) -> Vec<String> {
+pub(crate) fn addresses(plan: &Value) -> Vec<String> {
     let mut v: Vec<String> = plan["changes"]
         .as_array()
         .map(|a| {
@@ -251,20 +284,36 @@ fn removing_a_tenant_needs_consent_and_removes_only_its_data() -> Result<()> {
     assert!(plan["refused"].as_array().is_some_and(|r| !r.is_empty()));
     let out = lab.apply(&[])?;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("kombiform apply --env local --allow-destroy tenant:stark-lab\n"),
+        "the exact consent, once for the tenant:\n{err}"
+    );
     assert_eq!(
         lab.collections()?,
         before,
         "a refused apply changes nothing"
     );
 
-    let out = lab.apply(&[
-        "--allow-destroy",
-        "postgres.tenant.stark-lab",
-        "--allow-destroy",
-        "postgres.quota.stark-lab",
-        "--allow-destroy",
-        "pocketbase.collection.t_stark_lab_*",
-    ])?;
+    // A saved blocked plan is not called appliable; applied with the consent it names, it
+    // runs exactly as saved.
+    let file = lab.dir.path().join("remove.plan.json");
+    let file_arg = file.display().to_string();
+    let out = lab.run(&["plan", "--env", "local", "--save", &file_arg])?;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains(&format!(
+            "It is blocked: apply it only with consent to what it destroys:\n  kombiform apply {file_arg} --allow-destroy tenant:stark-lab"
+        )) && !shown.contains("Apply exactly this plan"),
+        "{shown}"
+    );
+    let out = lab.run(&["apply", &file_arg])?;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!(
+        "kombiform apply {file_arg} --allow-destroy tenant:stark-lab"
+    )));
+    let out = lab.run(&["apply", &file_arg, "--allow-destroy", "tenant:stark-lab"])?;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let after = lab.collections()?;
     let gone: Vec<&String> = before.iter().filter(|c| !after.contains(c)).collect();
@@ -296,7 +345,7 @@ fn apply_and_kill_after(lab: &Lab, n: usize) -> Result<usize> {
             "--auto-approve",
             "--parallelism",
             "1",
-            "--events",
+            "--format",
             "json",
         ])
         .stdout(Stdio::piped())
@@ -324,6 +373,7 @@ fn a_killed_apply_is_resumed_by_running_again() -> Result<()> {
     let reference = Lab::start()?;
     let (_, plan) = reference.plan_json()?;
     let total = plan["changes"].as_array().map_or(0, Vec::len);
+    let desired: std::collections::BTreeSet<String> = addresses(&plan).into_iter().collect();
     assert!(total > 30);
     let out = reference.apply(&[])?;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -350,6 +400,12 @@ fn a_killed_apply_is_resumed_by_running_again() -> Result<()> {
         assert_eq!(code, 0, "clean after resuming from {kill_after}");
         let got: BTreeMap<String, Value> = serde_json::from_value(after["live_hashes"].clone())?;
         assert_eq!(got, want, "end state after a kill at {kill_after} differs");
+        let (recorded, in_doubt) = super::recovery::recorded(&lab)?;
+        let missing: Vec<&String> = desired.difference(&recorded).collect();
+        assert!(
+            missing.is_empty() && in_doubt == 0,
+            "after a kill at {kill_after}, live resources are not recorded: {missing:?}"
+        );
     }
     Ok(())
 }
@@ -365,7 +421,7 @@ fn a_second_apply_fails_fast_on_the_lock_and_names_the_holder() -> Result<()> {
             "--auto-approve",
             "--parallelism",
             "1",
-            "--events",
+            "--format",
             "json",
         ])
         .stdout(Stdio::piped())
@@ -416,7 +472,7 @@ fn out_of_band_changes_show_as_drift_and_stale_plans_are_refused() -> Result<()>
         "plan",
         "--env",
         "local",
-        "--out",
+        "--save",
         &plan_file.display().to_string(),
     ])?;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
@@ -559,5 +615,126 @@ fn suspending_a_tenant_is_a_planned_rule_change_that_shuts_and_reopens_its_data(
             "data kept"
         );
     }
+    Ok(())
+}
+
+#[test]
+fn wrong_or_missing_credentials_name_the_variable_to_set() -> Result<()> {
+    let lab = Lab::start()?;
+    let out = lab
+        .cmd(&["plan", "--env", "local"])
+        .env("POCKETBASE_SUPERUSER_PASSWORD", "not-the-password")
+        .output()?;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "PocketBase refused the password of superuser {SUPERUSER_EMAIL}: set POCKETBASE_SUPERUSER_PASSWORD to it"
+        )),
+        "{err}"
+    );
+    let out = lab
+        .cmd(&["plan", "--env", "local"])
+        .env_remove("POCKETBASE_SUPERUSER_PASSWORD")
+        .output()?;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("set environment variable POCKETBASE_SUPERUSER_PASSWORD"),
+        "{}",
+        text(&out)
+    );
+    Ok(())
+}
+
+/// A copy of the example specs whose local servers are on free ports nobody listens on.
+fn specs_with_nothing_listening(dir: &Path) -> Result<()> {
+    let specs = dir.join("specs");
+    copy_dir(&kombiform_test_support::example_specs_dir(), &specs)?;
+    let local = specs.join("platform/local.yaml");
+    let text = std::fs::read_to_string(&local)?;
+    let pg = kombiform_test_support::free_port()?;
+    let pb = kombiform_test_support::free_port()?;
+    let text = text
+        .replace("    port: 5432\n", &format!("    port: {pg}\n"))
+        .replace(
+            "url: http://127.0.0.1:8090",
+            &format!("url: http://127.0.0.1:{pb}"),
+        );
+    anyhow::ensure!(
+        text.contains(&format!("port: {pg}")),
+        "could not move local.yaml"
+    );
+    std::fs::write(&local, text)?;
+    Ok(())
+}
+
+#[test]
+fn nothing_listening_points_at_the_local_servers_script() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    specs_with_nothing_listening(dir.path())?;
+    let out = Command::new(env!("CARGO_BIN_EXE_kombiform"))
+        .args(["plan", "--env", "local"])
+        .current_dir(dir.path())
+        .env("POCKETBASE_SUPERUSER_PASSWORD", SUPERUSER_PASSWORD)
+        .env("PGPASSWORD", "")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .output()?;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "\nhint: nothing is listening there: start the local servers with `./scripts/local-up.sh`"
+        ),
+        "{err}"
+    );
+    assert!(
+        !err.contains('\r') && !err.contains('\x1b'),
+        "no spinner or colour on a pipe: {err:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn on_a_terminal_plan_shows_what_it_is_doing() -> Result<()> {
+    // A pseudo-terminal from util-linux's `script`: stderr is a terminal there.
+    let dir = tempfile::tempdir()?;
+    specs_with_nothing_listening(dir.path())?;
+    let bin = env!("CARGO_BIN_EXE_kombiform");
+    let out = Command::new("script")
+        .args(["-qec", &format!("{bin} plan --env local"), "/dev/null"])
+        .current_dir(dir.path())
+        .env("POCKETBASE_SUPERUSER_PASSWORD", SUPERUSER_PASSWORD)
+        .env("PGPASSWORD", "")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .output()
+        .context("running script (util-linux) for a pseudo-terminal")?;
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        screen.contains("\r\x1b[2K⠋ connecting to the live systems of `local` (0 s)"),
+        "a spinner names what it waits for: {screen:?}"
+    );
+    assert!(
+        screen.contains("\x1b[2K") && screen.contains("hint: nothing is listening there"),
+        "the spinner is cleared before the error: {screen:?}"
+    );
+    let quiet = Command::new("script")
+        .args([
+            "-qec",
+            &format!("{bin} plan --env local --quiet"),
+            "/dev/null",
+        ])
+        .current_dir(dir.path())
+        .env("POCKETBASE_SUPERUSER_PASSWORD", SUPERUSER_PASSWORD)
+        .env("PGPASSWORD", "")
+        .stdin(Stdio::null())
+        .output()?;
+    let screen = String::from_utf8_lossy(&quiet.stdout);
+    assert!(
+        !screen.contains("connecting to the live systems"),
+        "--quiet: {screen:?}"
+    );
     Ok(())
 }

@@ -7,8 +7,10 @@
 #![allow(clippy::unwrap_used)]
 
 mod azure;
+mod cli_golden;
 mod deploy;
 mod golden;
+mod recovery;
 mod robustness;
 mod tidy;
 mod unix;

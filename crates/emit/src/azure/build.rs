@@ -542,6 +542,7 @@ impl Builder<'_> {
                 .push(address("Microsoft.KeyVault/vaults/secrets", n));
         }
         let databases = pg.databases.clone();
+        let allowed_cidrs = pg.allowed_cidrs.clone();
         let server = self.add(server);
         let mut fw = self.child(
             &server,
@@ -558,6 +559,31 @@ impl Builder<'_> {
         );
         fw.comment = Some("Container Apps reach the server from Azure's address space (the 0.0.0.0 rule means \"Azure services\", not \"everyone\").".into());
         let mut after = self.add(fw).address;
+        // The addresses `kombiform plan` and `apply` connect from outside Azure
+        // (postgres.allowedCidrs: CI runners, operators), one write at a time.
+        for (i, cidr) in allowed_cidrs.iter().enumerate() {
+            let Some((start, end)) = kombiform_model::ipv4_cidr_range(cidr) else {
+                continue;
+            };
+            let mut rule = self.child(
+                &server,
+                "Microsoft.DBforPostgreSQL/flexibleServers/firewallRules",
+                &naming::postgres_firewall_rule(cidr),
+                &format!("allowClient{i}"),
+                Value::obj([(
+                    "properties",
+                    Value::obj([
+                        ("startIpAddress", Value::s(start.to_string())),
+                        ("endIpAddress", Value::s(end.to_string())),
+                    ]),
+                )]),
+            );
+            rule.depends_on.push(after);
+            if i == 0 {
+                rule.comment = Some("The addresses kombiform plan and apply connect from outside Azure (postgres.allowedCidrs), one write at a time: the server answers ServerIsBusy to concurrent writes.".into());
+            }
+            after = self.add(rule).address;
+        }
         let mut taken = BTreeSet::new();
         for (i, db) in databases.iter().enumerate() {
             let mut symbol = bicep_ident("database", db);

@@ -511,6 +511,51 @@ fn user_text_is_escaped() {
 }
 
 #[test]
+fn allowed_cidrs_become_firewall_rules_written_one_at_a_time() {
+    let mut model = example();
+    let p = &mut model.platforms[1];
+    assert_eq!(p.name, "prod");
+    p.postgres.allowed_cidrs = vec!["198.51.100.0/24".into(), "203.0.113.7/32".into()];
+    let files = bicep_files(&model);
+    let pg = &files["prod/bicep/modules/postgres.bicep"];
+    assert!(syntax_errors(pg).is_empty(), "{pg}");
+    assert_eq!(
+        resource_count(pg),
+        1 + 3 + 3,
+        "server, 3 firewall rules, 3 databases"
+    );
+    for (ident, name, start, end, after) in [
+        (
+            "allowClient0",
+            "kombiform-allow-198-51-100-0-24",
+            "198.51.100.0",
+            "198.51.100.255",
+            "allowAzure",
+        ),
+        (
+            "allowClient1",
+            "kombiform-allow-203-0-113-7-32",
+            "203.0.113.7",
+            "203.0.113.7",
+            "allowClient0",
+        ),
+    ] {
+        let rule = format!(
+            "resource {ident} 'Microsoft.DBforPostgreSQL/flexibleServers/firewallRules@2025-08-01' = {{\n  \
+             parent: server\n  name: '{name}'\n  properties: {{\n    startIpAddress: '{start}'\n    \
+             endIpAddress: '{end}'\n  }}\n  dependsOn: [\n    {after}\n  ]\n}}\n"
+        );
+        assert!(pg.contains(&rule), "{rule}\nnot in\n{pg}");
+    }
+    // The first database waits for the last rule: one write at a time.
+    let first_db = pg.find("resource databaseKombifyAdmin").unwrap();
+    assert!(pg[first_db..].contains("dependsOn: [\n    allowClient1\n  ]"));
+    // Without allowedCidrs, only Azure's own services are let in.
+    let plain = bicep_files(&example());
+    assert!(!plain["prod/bicep/modules/postgres.bicep"].contains("allowClient"));
+}
+
+#[test]
 fn environment_variable_secrets_become_secure_parameters() {
     let mut model = example();
     let p = &mut model.platforms[1];

@@ -11,6 +11,7 @@ pub mod azure;
 pub mod pocketbase;
 pub mod postgres;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -70,8 +71,8 @@ pub const REGISTRY: &[Registration] = &[
 pub struct Provider {
     /// The pure part.
     pub target: &'static dyn Target,
-    /// The client.
-    pub client: Box<dyn Client>,
+    /// The client (shared with the threads that run its calls).
+    pub client: Arc<dyn Client>,
 }
 
 impl Provider {
@@ -138,6 +139,9 @@ impl std::error::Error for Transient {}
 /// An audit record of one apply, as providers that keep an audit trail store it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AuditRecord {
+    /// A random id: a record delivered again (after a lost answer) is stored once.
+    #[serde(default)]
+    pub id: String,
     /// Who ran it (`user@host`).
     pub actor: String,
     /// When it started (RFC 3339, UTC).
@@ -152,10 +156,18 @@ pub struct AuditRecord {
     pub plan_hash: String,
     /// `address action result` per change.
     pub changes: Vec<AuditChange>,
-    /// `succeeded`, `failed` or `refused`.
+    /// `succeeded`, `partially failed` (some changes applied, some not), `failed` (none
+    /// applied), `interrupted` (stopped by a signal) or `refused`.
     pub result: String,
     /// The error, if any (no secrets).
     pub error: Option<String>,
+    /// Live resources recorded in state as they were found (an earlier apply was
+    /// interrupted after making them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adopted: Vec<String>,
+    /// Records dropped from state: their resources are gone and no longer wanted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forgotten: Vec<String>,
 }
 
 /// One change in an audit record.
@@ -165,7 +177,9 @@ pub struct AuditChange {
     pub address: String,
     /// `create`, `update`, `replace`, `delete`.
     pub action: String,
-    /// `done`, `failed` or `not started`.
+    /// `done`; `unrecorded` (applied, the state could not record it); `failed`;
+    /// `abandoned` (in flight when an interrupted apply ended: outcome unknown); `not
+    /// started`.
     pub result: String,
 }
 

@@ -7,9 +7,14 @@
 //! - [`Client::apply`] applies all changes it is given in one transaction under the
 //!   advisory lock [`kombiform_emit::sql::LOCK_KEY`]; every value goes through a query parameter.
 //!
+//! - [`Postgres::connect`] speaks TLS as the platform's `postgres.tls` says
+//!   ([`kombiform_model::Platform::postgres_tls`]): on Azure `verify-full` against the bundled
+//!   roots of Azure Database for PostgreSQL, never a fallback to plain text
+//!   ([`kombiform_sys::tls::postgres`]).
+//!
 //! Not here: what the specs want or what needs consent (the pure target); the usage counters
 //! (`kombify.quotas.used_*`) — they belong to the SSO service and are never read, compared or
-//! written; TLS (`sslmode=require` is refused at connect, see [`SslMode`]).
+//! written; the TLS rules themselves (`kombiform_sys::tls::postgres`).
 
 mod apply;
 mod read;
@@ -18,14 +23,15 @@ use std::fmt;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::ops::resolve_secret;
-use crate::providers::{AuditRecord, Client, LiveRead, Registration};
+use crate::providers::{AuditRecord, Client, LiveRead, Registration, Transient};
 
-use kombiform_emit::targets::postgres as target;
-use kombiform_model::Env;
+use kombiform_emit::targets::postgres::{self as target, NAME};
+use kombiform_model::{Env, PostgresTls};
 use kombiform_plan::Change;
+use kombiform_sys::tls::postgres as pg_tls;
 
 /// The PostgreSQL provider.
 pub const REGISTRATION: Registration = Registration {
@@ -33,14 +39,9 @@ pub const REGISTRATION: Registration = Registration {
     connect: connect_env,
 };
 
-/// Connects to the platform database of `env` as its admin user: TLS required on Azure.
+/// Connects to the platform database of `env` as its admin user, with the platform's TLS.
 fn connect_env(env: Env<'_>) -> Result<Box<dyn Client>> {
     let p = env.platform;
-    let sslmode = if p.azure.is_some() {
-        SslMode::Require
-    } else {
-        SslMode::Disable
-    };
     let client = Postgres::connect(ConnectParams {
         host: p.postgres.host.clone(),
         port: p.postgres.port,
@@ -49,8 +50,20 @@ fn connect_env(env: Env<'_>) -> Result<Box<dyn Client>> {
             .ok()
             .map(|s| s.expose().to_string()),
         dbname: p.postgres.platform_database.clone(),
-        sslmode,
+        tls: p.postgres_tls(),
         connect_timeout: Duration::from_secs(10),
+    })
+    .map_err(|e| {
+        if !credentials_refused(&e) {
+            return e;
+        }
+        // Name what to set: the variable the spec's reference reads (the one rule).
+        let variable = kombiform_model::secret::variable(&p.postgres.admin_password);
+        e.context(format!(
+            "PostgreSQL refused the password of `{}`: set {variable} to it (set but empty, \
+             `{variable}=`, is an empty password, for trust authentication)",
+            p.postgres.admin_user
+        ))
     })
     .with_context(|| {
         format!(
@@ -61,17 +74,17 @@ fn connect_env(env: Env<'_>) -> Result<Box<dyn Client>> {
     Ok(Box::new(client))
 }
 
-/// How [`Postgres::connect`] treats TLS.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SslMode {
-    /// Plain TCP.
-    Disable,
-    /// TLS if possible: this build has no TLS connector, so this is plain TCP too.
-    Prefer,
-    /// TLS or nothing: refused, because this build cannot speak TLS to PostgreSQL. Reach a
-    /// server that requires TLS (Azure Flexible Server by default) through a TLS-terminating
-    /// local proxy, or turn `require_secure_transport` off on a private network.
-    Require,
+/// Whether PostgreSQL refused the password (a wrong one, or none where one is needed).
+fn credentials_refused(e: &anyhow::Error) -> bool {
+    use postgres::error::SqlState;
+    e.chain().any(|c| {
+        c.downcast_ref::<postgres::Error>().is_some_and(|pe| {
+            pe.code().is_some_and(|code| {
+                *code == SqlState::INVALID_PASSWORD
+                    || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+            }) || pe.to_string().contains("password missing")
+        })
+    })
 }
 
 /// Where and as whom to connect. The password is a resolved secret: it is never printed
@@ -88,8 +101,9 @@ pub struct ConnectParams {
     pub password: Option<String>,
     /// The platform database.
     pub dbname: String,
-    /// TLS.
-    pub sslmode: SslMode,
+    /// TLS: `verify-full` (against the bundled Azure roots or the spec's CA certificates)
+    /// or `disable`.
+    pub tls: PostgresTls,
     /// How long to wait for the connection.
     pub connect_timeout: Duration,
 }
@@ -105,7 +119,7 @@ impl fmt::Debug for ConnectParams {
                 &self.password.as_ref().map(|_| kombiform_plan::REDACTED),
             )
             .field("dbname", &self.dbname)
-            .field("sslmode", &self.sslmode)
+            .field("tls", &self.tls.mode)
             .finish()
     }
 }
@@ -121,6 +135,8 @@ impl ConnectParams {
 pub struct Postgres {
     params: ConnectParams,
     client: Mutex<postgres::Client>,
+    /// A batch whose COMMIT answer was lost: its transaction id and addresses.
+    in_doubt: Mutex<Option<(i64, Vec<String>)>>,
 }
 
 impl fmt::Debug for Postgres {
@@ -132,14 +148,30 @@ impl fmt::Debug for Postgres {
 }
 
 impl Postgres {
-    /// Connects. Fails when the server is unreachable or refuses the login, and at once when
-    /// `sslmode` is [`SslMode::Require`] (no TLS in this build).
+    /// Connects. Fails when the server is unreachable or refuses the login, and, under
+    /// `verify-full`, when the server offers no TLS or its certificate is not trusted or does
+    /// not name `host` (the error says which).
     pub fn connect(params: ConnectParams) -> Result<Postgres> {
         let client = open(&params)?;
         Ok(Postgres {
             params,
             client: Mutex::new(client),
+            in_doubt: Mutex::new(None),
         })
+    }
+
+    /// The transaction id of an earlier attempt of the batch `addresses` whose COMMIT answer
+    /// was lost (taken: the caller remembers it again if still unsure).
+    fn in_doubt_for(&self, addresses: &[String]) -> Option<i64> {
+        let mut d = self.in_doubt.lock().unwrap_or_else(|p| p.into_inner());
+        match d.take() {
+            Some((xid, a)) if a == addresses => Some(xid),
+            _ => None,
+        }
+    }
+
+    fn remember_in_doubt(&self, xid: i64, addresses: Vec<String>) {
+        *self.in_doubt.lock().unwrap_or_else(|p| p.into_inner()) = Some((xid, addresses));
     }
 
     /// The connection, opened again if the server closed it.
@@ -169,23 +201,19 @@ fn open(params: &ConnectParams) -> Result<postgres::Client> {
     if let Some(pw) = &params.password {
         config.password(pw);
     }
-    match params.sslmode {
-        SslMode::Disable => {
-            config.ssl_mode(postgres::config::SslMode::Disable);
-        }
-        SslMode::Prefer => {
-            config.ssl_mode(postgres::config::SslMode::Prefer);
-        }
-        SslMode::Require => bail!(
-            "connecting to PostgreSQL {}: sslmode=require, but this build of kombiform cannot \
-             use TLS for PostgreSQL; connect through a TLS-terminating proxy with \
-             sslmode=disable, or use sslmode=disable on a private network",
-            params.describe()
-        ),
-    }
-    config
-        .connect(postgres::NoTls)
-        .map_err(read::transient_or)
+    config.ssl_mode(pg_tls::ssl_mode(&params.tls));
+    let connector = pg_tls::connector(&params.tls)
+        .with_context(|| format!("TLS for PostgreSQL {}", params.describe()))?;
+    let connected = match connector {
+        None => config.connect(postgres::NoTls),
+        Some(tls) => config.connect(tls),
+    };
+    connected
+        .map_err(|e| match pg_tls::explain(&e, &params.tls) {
+            // Not transient: a certificate or a server setting does not change by retrying.
+            Some(tls) => anyhow::Error::new(tls),
+            None => read::transient_or(e),
+        })
         .with_context(|| format!("connecting to PostgreSQL {}", params.describe()))
 }
 
@@ -202,11 +230,56 @@ impl Client for Postgres {
 
     fn apply(&self, changes: &[&Change]) -> Result<()> {
         let mut client = self.client()?;
-        apply::apply(&mut client, changes)
+        let addresses: Vec<String> = changes.iter().map(|c| c.address.clone()).collect();
+        if let Some(xid) = self.in_doubt_for(&addresses) {
+            // An earlier attempt of this batch lost the answer to its COMMIT: never run a
+            // committed batch twice (its CREATE TABLE would fail, reporting as failed what
+            // committed).
+            match apply::committed(&mut client, xid) {
+                Ok(Some(true)) => return Ok(()),
+                Ok(Some(false)) => {}
+                Ok(None) => {
+                    self.remember_in_doubt(xid, addresses);
+                    return Err(anyhow::Error::new(Transient {
+                        message: format!("{NAME}: transaction {xid} is still committing"),
+                        retry_after: None,
+                    }));
+                }
+                Err(e) => {
+                    self.remember_in_doubt(xid, addresses);
+                    return Err(e);
+                }
+            }
+        }
+        let result = apply::apply(&mut client, changes);
+        if let Some(doubt) = result
+            .as_ref()
+            .err()
+            .and_then(|e| e.downcast_ref::<apply::CommitInDoubt>())
+        {
+            let xid = doubt.xid;
+            self.remember_in_doubt(xid, addresses);
+            // Retried: the next attempt asks first whether it committed.
+            return Err(anyhow::Error::new(Transient {
+                message: format!(
+                    "{NAME}: the connection was lost while transaction {xid} committed: {}",
+                    result.err().map(|e| format!("{e:#}")).unwrap_or_default()
+                ),
+                retry_after: None,
+            }));
+        }
+        result
     }
 
     fn record_audit(&self, record: &AuditRecord) -> Result<()> {
-        let mut client = self.client()?;
-        apply::record_audit(&mut client, record)
+        // The connection may still be held by an abandoned call (an interrupted apply whose
+        // transaction is stuck): the audit row then goes over a connection of its own.
+        match self.client.try_lock() {
+            Ok(mut client) if !client.is_closed() => apply::record_audit(&mut client, record),
+            _ => {
+                let mut own = open(&self.params)?;
+                apply::record_audit(&mut own, record)
+            }
+        }
     }
 }

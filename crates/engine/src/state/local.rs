@@ -2,10 +2,14 @@
 //!
 //! - `state/<env>.json`: the snapshot, replaced atomically (temp file in the same
 //!   directory, fsync, rename, fsync of the directory);
-//! - `state/<env>.journal`: completed changes since the snapshot, one fsynced line each;
+//! - `state/<env>.json.prev`: the snapshot before the last compaction (for repairs);
+//! - `state/<env>.journal`: changes started and completed since the snapshot, one fsynced
+//!   line per write; a failed write is cut back, so a full disk never leaves half a line;
 //! - `state/<env>.lock`: who holds the lock, created exclusively with its full content
 //!   (written to a temp file, then hard-linked into place: never seen half-written);
-//! - `audit/<env>.jsonl`: one audit record per line.
+//! - `audit/<env>.jsonl`: one audit record per line;
+//! - `audit/<env>.undelivered.json`: records some audit trail still lacks (delivered by the
+//!   next apply).
 //!
 //! Not for teams sharing a state: a lock file only excludes runs that see the same disk.
 
@@ -15,10 +19,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use super::check::{analyse, Analysis, Check, Files};
 use super::lock::{LockError, LockGuard, LockInfo};
 use super::{
     check_env_name, entry_line, journal_lineage, replay, split_tail, Entry, Journal, State,
-    StateBackend,
+    StateBackend, Undelivered,
 };
 use crate::providers::AuditRecord;
 use kombiform_sys as sys;
@@ -47,6 +52,18 @@ impl LocalBackend {
     /// `state/<env>.json`.
     pub fn snapshot_path(&self, env: &str) -> PathBuf {
         self.dir.join("state").join(format!("{env}.json"))
+    }
+
+    /// `state/<env>.json.prev`: the snapshot before the last compaction.
+    pub fn previous_path(&self, env: &str) -> PathBuf {
+        self.dir.join("state").join(format!("{env}.json.prev"))
+    }
+
+    /// `audit/<env>.undelivered.json`.
+    pub fn undelivered_path(&self, env: &str) -> PathBuf {
+        self.dir
+            .join("audit")
+            .join(format!("{env}.undelivered.json"))
     }
 
     /// `state/<env>.journal`.
@@ -119,20 +136,34 @@ impl LocalBackend {
 impl StateBackend for LocalBackend {
     fn load(&self, env: &str) -> Result<State> {
         check_env_name(env)?;
+        let hint = format!(
+            "nothing was changed; `kombiform state check --env {env}` says what is damaged and \
+             `kombiform state repair --env {env}` repairs it"
+        );
         let snap = self.snapshot_path(env);
         let snapshot = read_optional(&snap)?;
         let jpath = self.journal_path(env);
         let journal = read_optional(&jpath)?.unwrap_or_default();
         let mut state = match snapshot {
             Some(bytes) => State::from_json(&bytes, env)
-                .with_context(|| format!("loading state {}", snap.display()))?,
-            None => State::new(
-                env,
-                journal_lineage(&journal).unwrap_or_else(sys::random_id),
-            ),
+                .with_context(|| format!("loading state {}: {hint}", snap.display()))?,
+            None => {
+                if journal_lineage(&journal).is_none() && self.applied_before(env)? {
+                    bail!(
+                        "the state snapshot {} is missing, but the audit log records applies to \
+                         `{env}`: the state was lost (or --state-dir points elsewhere); it is \
+                         not read as empty: {hint}",
+                        snap.display()
+                    );
+                }
+                State::new(
+                    env,
+                    journal_lineage(&journal).unwrap_or_else(sys::random_id),
+                )
+            }
         };
         replay(&mut state, &journal)
-            .with_context(|| format!("replaying journal {}", jpath.display()))?;
+            .with_context(|| format!("replaying journal {}: {hint}", jpath.display()))?;
         Ok(state)
     }
 
@@ -168,6 +199,7 @@ impl StateBackend for LocalBackend {
         }
         let dir = self.state_dir()?;
         let snap = self.snapshot_path(env);
+        keep_previous(&dir, &snap, &self.previous_path(env))?;
         atomic_write(&dir, &snap, &state.to_json()?)?;
         if !journal.is_empty() {
             // Truncate rather than delete: a journal still open appends at the new end.
@@ -278,9 +310,136 @@ impl StateBackend for LocalBackend {
             })
             .collect()
     }
+
+    fn keep_undelivered(&self, env: &str, records: &[Undelivered]) -> Result<()> {
+        check_env_name(env)?;
+        let path = self.undelivered_path(env);
+        let dir = self.dir.join("audit");
+        if records.is_empty() {
+            return match fs::remove_file(&path) {
+                Ok(()) => sync_dir(&dir),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+            };
+        }
+        fs::create_dir_all(&dir)
+            .with_context(|| format!("creating audit directory {}", dir.display()))?;
+        let mut text = serde_json::to_vec_pretty(records).context("serialising audit records")?;
+        text.push(b'\n');
+        atomic_write(&dir, &path, &text)
+    }
+
+    fn undelivered(&self, env: &str) -> Result<Vec<Undelivered>> {
+        check_env_name(env)?;
+        let path = self.undelivered_path(env);
+        match read_optional(&path)? {
+            None => Ok(Vec::new()),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is not a list of audit records", path.display())),
+        }
+    }
+
+    fn exists(&self, env: &str) -> Result<bool> {
+        check_env_name(env)?;
+        let journal = read_optional(&self.journal_path(env))?.unwrap_or_default();
+        Ok(self.snapshot_path(env).exists() || !split_tail(&journal).0.is_empty())
+    }
+
+    fn check(&self, env: &str) -> Result<Check> {
+        Ok(self.analyse(env)?.check)
+    }
+
+    fn repair(&self, env: &str) -> Result<Vec<String>> {
+        let a = self.analyse(env)?;
+        if a.check.clean() {
+            return Ok(Vec::new());
+        }
+        let dir = self.state_dir()?;
+        let mut done = Vec::new();
+        let snap = self.snapshot_path(env);
+        if a.snapshot_damaged {
+            if let Some(aside) = self.set_aside(&snap, false)? {
+                done.push(format!(
+                    "set the damaged snapshot aside as {}",
+                    aside.display()
+                ));
+            }
+        }
+        let jpath = self.journal_path(env);
+        if a.journal_damaged {
+            if let Some(aside) = self.set_aside(&jpath, true)? {
+                done.push(format!("copied the damaged journal to {}", aside.display()));
+            }
+        }
+        let mut state = a.state;
+        // A repaired state is a new state: plans made before it are stale.
+        state.serial += 1;
+        atomic_write(&dir, &snap, &state.to_json()?)?;
+        if jpath.exists() {
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&jpath)
+                .with_context(|| format!("opening journal {}", jpath.display()))?;
+            f.set_len(0)
+                .and_then(|()| f.sync_all())
+                .with_context(|| format!("emptying journal {}", jpath.display()))?;
+        }
+        done.push(format!(
+            "wrote {}: {} resources, {} in doubt, serial {}",
+            snap.display(),
+            state.resources.len(),
+            state.pending.len(),
+            state.serial
+        ));
+        Ok(done)
+    }
 }
 
 impl LocalBackend {
+    /// Whether the audit log records an apply of `env` that completed a change.
+    fn applied_before(&self, env: &str) -> Result<bool> {
+        Ok(self
+            .read_audit(env)?
+            .iter()
+            .any(|r| r.changes.iter().any(|c| c.result == "done")))
+    }
+
+    /// Reads every file of the state of `env` and analyses them.
+    fn analyse(&self, env: &str) -> Result<Analysis> {
+        check_env_name(env)?;
+        let snapshot = read_optional(&self.snapshot_path(env))?;
+        let previous = read_optional(&self.previous_path(env))?;
+        let journal = read_optional(&self.journal_path(env))?.unwrap_or_default();
+        let applied_before = self.applied_before(env)?;
+        Ok(analyse(&Files {
+            env,
+            snapshot: snapshot.as_deref(),
+            previous: previous.as_deref(),
+            journal: &journal,
+            applied_before,
+        }))
+    }
+
+    /// Renames `path` to `<path>.damaged-<id>` (a copy for the journal, which is emptied
+    /// after); returns the new name.
+    fn set_aside(&self, path: &Path, copy: bool) -> Result<Option<PathBuf>> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let aside = path.with_file_name(format!("{name}.damaged-{}", sys::random_id()));
+        if copy {
+            fs::copy(path, &aside)
+        } else {
+            fs::rename(path, &aside).map(|()| 0)
+        }
+        .with_context(|| format!("setting {} aside as {}", path.display(), aside.display()))?;
+        Ok(Some(aside))
+    }
+
     /// Removes the lock of `env` if it is still `id`'s.
     fn release(&self, env: &str, id: &str) -> Result<()> {
         match self.read_lock(env)? {
@@ -302,6 +461,10 @@ impl LocalBackend {
 pub struct LocalJournal {
     file: File,
     path: PathBuf,
+    /// The length of the journal's whole lines: a failed write is cut back to it.
+    len: u64,
+    /// Why appends are refused: a failed write could not be cut back.
+    broken: Option<String>,
 }
 
 impl LocalJournal {
@@ -314,31 +477,68 @@ impl LocalJournal {
         let mut file = open_append(&path, &dir)?;
         let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         let (complete, tail) = split_tail(&bytes);
+        let mut len = bytes.len() as u64;
         if !tail.is_empty() {
             if serde_json::from_slice::<Entry>(tail).is_ok() {
+                len += 1;
                 file.write_all(b"\n")
             } else {
-                file.set_len(complete.len() as u64)
+                len = complete.len() as u64;
+                file.set_len(len)
             }
             .and_then(|()| file.sync_all())
             .with_context(|| format!("repairing the torn last line of {}", path.display()))?;
         }
-        Ok(LocalJournal { file, path })
+        Ok(LocalJournal {
+            file,
+            path,
+            len,
+            broken: None,
+        })
     }
 
     /// Where it is.
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Appends whole lines and syncs them. A failed write (a full disk) is cut back to the
+    /// last whole line, so the journal never holds half an entry that a later append would
+    /// glue to; if even that fails, later appends are refused.
+    fn append_lines(&mut self, lines: &[u8]) -> Result<()> {
+        if let Some(why) = &self.broken {
+            bail!(
+                "the journal {} is not written any more: {why}",
+                self.path.display()
+            );
+        }
+        let written = self
+            .file
+            .write_all(lines)
+            .and_then(|()| self.file.sync_data());
+        match written {
+            Ok(()) => {
+                self.len += lines.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                let cut = self
+                    .file
+                    .set_len(self.len)
+                    .and_then(|()| self.file.sync_all());
+                if let Err(c) = cut {
+                    self.broken = Some(format!("a failed write ({e}) could not be cut back ({c})"));
+                }
+                Err(e).with_context(|| format!("appending to journal {}", self.path.display()))
+            }
+        }
+    }
 }
 
 impl Journal for LocalJournal {
     fn append(&mut self, entry: &Entry) -> Result<()> {
         let line = entry_line(entry)?;
-        self.file
-            .write_all(&line)
-            .and_then(|()| self.file.sync_data())
-            .with_context(|| format!("appending to journal {}", self.path.display()))
+        self.append_lines(&line)
     }
 
     fn append_all(&mut self, entries: &[Entry]) -> Result<()> {
@@ -346,10 +546,7 @@ impl Journal for LocalJournal {
         for e in entries {
             lines.extend(entry_line(e)?);
         }
-        self.file
-            .write_all(&lines)
-            .and_then(|()| self.file.sync_data())
-            .with_context(|| format!("appending to journal {}", self.path.display()))
+        self.append_lines(&lines)
     }
 }
 
@@ -416,6 +613,22 @@ fn atomic_write(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
     }
     written?;
     sync_dir(dir)
+}
+
+/// Keeps the current snapshot as `previous` (a hard link, or a copy where links are not
+/// supported) before it is replaced.
+fn keep_previous(dir: &Path, snap: &Path, previous: &Path) -> Result<()> {
+    if !snap.exists() {
+        return Ok(());
+    }
+    let tmp = dir.join(format!(".prev.{}.tmp", sys::random_id()));
+    let kept = fs::hard_link(snap, &tmp)
+        .or_else(|_| fs::copy(snap, &tmp).map(|_| ()))
+        .and_then(|()| fs::rename(&tmp, previous));
+    if kept.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    kept.with_context(|| format!("keeping {} as {}", snap.display(), previous.display()))
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {

@@ -1,17 +1,23 @@
 //! State: what kombiform applied, per environment, and the only code that knows its format.
 //!
-//! A [`State`] is a snapshot (`<env>.json`) plus a journal of the changes completed since
-//! (`<env>.journal`, one [`Entry`] per line): every completed change is one fsynced append,
-//! so a crash at any moment loses nothing and duplicates nothing, and a large apply does
-//! not rewrite the whole snapshot after each change. The snapshot is rewritten atomically
-//! once, when an apply ends ([`StateBackend::compact`]). Serials order everything: an entry
-//! at or below the snapshot's serial is already in it and is never applied twice.
+//! A [`State`] is a snapshot (`<env>.json`) plus a journal of what happened since
+//! (`<env>.journal`, one [`Entry`] per line): before a change is sent, its start is one
+//! fsynced append ([`EntryKind::Started`]: its outcome is in doubt until recorded); when it
+//! completes, its result is another; a large apply does not rewrite the whole snapshot after
+//! each change. A change whose start is recorded but whose end is not (a kill, a torn or
+//! failed write) stays in [`State::pending`], so the next plan reconciles it against what is
+//! live ([`kombiform_plan::reconcile`]): nothing live is ever lost track of. The snapshot is
+//! rewritten atomically once, when an apply ends ([`StateBackend::compact`]). Serials order
+//! everything: an entry at or below the snapshot's serial is already in it and is never
+//! applied twice. Damage is refused with a clear error, checked and repaired on request
+//! ([`StateBackend::check`], [`StateBackend::repair`]); it is never read as an empty state.
 //!
 //! Also here: the lock that keeps two runs apart ([`LockInfo`], [`LockGuard`]) and the
 //! audit trail. [`StateBackend`] is the storage interface; [`LocalBackend`] keeps files
 //! under `.kombiform/`. Not here: deciding what to change (`plan`), talking to targets
 //! (`providers`), printing (the CLI).
 
+mod check;
 mod local;
 mod lock;
 
@@ -22,15 +28,21 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::providers::AuditRecord;
-use kombiform_plan::{Action, Change};
+use kombiform_plan::{Action, Change, Resource};
 
+pub use check::Check;
 pub use kombiform_sys::{now_rfc3339, random_id};
 pub use local::{LocalBackend, LocalJournal, DEFAULT_DIR};
 pub use lock::{LockError, LockGuard, LockInfo};
 
-/// Version of the state format (snapshot and journal). Files of another version are
-/// refused with an error naming both versions; nothing is ever guessed.
-pub const STATE_FORMAT: u32 = 1;
+/// Version of the state format (snapshot and journal). Files of a newer version, or older
+/// than [`OLDEST_FORMAT`], are refused with an error naming both versions; nothing is ever
+/// guessed.
+pub const STATE_FORMAT: u32 = 2;
+
+/// The oldest format still read: format 1 is format 2 without changes in doubt
+/// ([`State::pending`]) and with every journal entry a completed change.
+pub const OLDEST_FORMAT: u32 = 1;
 
 /// What kombiform applied in one environment.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -48,6 +60,11 @@ pub struct State {
     pub lineage: String,
     /// Managed resources by address.
     pub resources: BTreeMap<String, ResourceState>,
+    /// Changes started but never recorded as completed (the apply was killed, or its
+    /// journal write was torn or failed), by address: their outcome is unknown until the
+    /// next plan compares them with what is live. They count as managed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pending: BTreeMap<String, Action>,
 }
 
 /// One managed resource, as last applied.
@@ -61,7 +78,28 @@ pub struct ResourceState {
     pub meta: Map<String, Value>,
 }
 
-/// One completed change: a line of the journal.
+/// What a journal entry records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    /// A change completed: `resource` is the resource as applied (`None` for a delete).
+    #[default]
+    Done,
+    /// A change is about to be sent: in doubt until an entry of another kind follows.
+    Started,
+    /// A live resource that matches the specs is recorded as it is (`resource`).
+    Adopted,
+    /// A record of a resource that is gone and no longer wanted is dropped.
+    Forgotten,
+}
+
+impl EntryKind {
+    fn is_done(&self) -> bool {
+        *self == EntryKind::Done
+    }
+}
+
+/// One line of the journal: a change started or completed, a resource adopted or forgotten.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Entry {
@@ -69,13 +107,17 @@ pub struct Entry {
     pub format: u32,
     /// The lineage of the state it belongs to.
     pub lineage: String,
-    /// The state's serial after this change.
+    /// The state's serial after this entry.
     pub serial: u64,
     /// The resource's address.
     pub address: String,
-    /// What was done.
-    pub action: Action,
-    /// The resource as applied (`None` for a delete).
+    /// What the entry records (absent: [`EntryKind::Done`], as in format 1).
+    #[serde(default, skip_serializing_if = "EntryKind::is_done")]
+    pub kind: EntryKind,
+    /// What was done or started (absent for adoptions and forgotten records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
+    /// The resource as applied or adopted (`None` for a delete).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<ResourceState>,
 }
@@ -89,12 +131,23 @@ impl State {
             serial: 0,
             lineage: lineage.into(),
             resources: BTreeMap::new(),
+            pending: BTreeMap::new(),
         }
     }
 
-    /// Addresses kombiform manages (feeds [`kombiform_plan::DiffInput::managed`]).
+    /// Addresses kombiform manages (feeds [`kombiform_plan::DiffInput::managed`]): those
+    /// recorded and those in doubt.
     pub fn managed(&self) -> BTreeSet<String> {
-        self.resources.keys().cloned().collect()
+        self.resources
+            .keys()
+            .chain(self.pending.keys())
+            .cloned()
+            .collect()
+    }
+
+    /// Addresses whose change was started but never recorded as completed.
+    pub fn in_doubt(&self) -> BTreeSet<String> {
+        self.pending.keys().cloned().collect()
     }
 
     /// Attributes as last applied, by address (feeds [`kombiform_plan::DiffInput::applied`]).
@@ -137,14 +190,68 @@ impl State {
                 })
             }
         };
-        Ok(Entry {
+        Ok(self.entry(
+            change.address.clone(),
+            EntryKind::Done,
+            Some(change.action),
+            resource,
+        ))
+    }
+
+    /// An entry with the next serial.
+    fn entry(
+        &self,
+        address: String,
+        kind: EntryKind,
+        action: Option<Action>,
+        resource: Option<ResourceState>,
+    ) -> Entry {
+        Entry {
             format: STATE_FORMAT,
             lineage: self.lineage.clone(),
             serial: self.serial + 1,
-            address: change.address.clone(),
-            action: change.action,
+            address,
+            kind,
+            action,
             resource,
-        })
+        }
+    }
+
+    /// The entries that record changes as started (about to be sent), serials in order.
+    pub fn started_entries(&self, changes: &[&Change]) -> Vec<Entry> {
+        changes
+            .iter()
+            .enumerate()
+            .map(|(k, c)| {
+                let mut e = self.entry(c.address.clone(), EntryKind::Started, Some(c.action), None);
+                e.serial += k as u64;
+                e
+            })
+            .collect()
+    }
+
+    /// The entries that adopt live resources (desired attributes, live remote ids) and
+    /// forget records of resources that are gone, serials in order.
+    pub fn reconcile_entries(&self, adopt: &[Resource], forget: &[String]) -> Vec<Entry> {
+        let adopted = adopt.iter().map(|r| {
+            let resource = ResourceState {
+                attrs: sorted(r.attrs.clone()),
+                meta: sorted(r.meta.clone()),
+            };
+            (r.address.clone(), EntryKind::Adopted, Some(resource))
+        });
+        let forgotten = forget
+            .iter()
+            .map(|a| (a.clone(), EntryKind::Forgotten, None));
+        adopted
+            .chain(forgotten)
+            .enumerate()
+            .map(|(k, (address, kind, resource))| {
+                let mut e = self.entry(address, kind, None, resource);
+                e.serial += k as u64;
+                e
+            })
+            .collect()
     }
 
     /// The journal entries of several completed changes at once (a batch a provider applied
@@ -195,22 +302,47 @@ impl State {
                 self.serial
             );
         }
-        match (&entry.action, &entry.resource) {
-            (Action::Delete, _) => {
-                self.resources.remove(&entry.address);
-            }
-            (_, Some(r)) => {
-                self.resources.insert(entry.address.clone(), r.clone());
-            }
-            (action, None) => bail!(
-                "journal entry {} ({} {}) has no resource",
-                entry.serial,
-                action.as_str(),
-                entry.address
-            ),
-        }
+        self.apply_unordered(entry)?;
         self.serial = entry.serial;
         Ok(true)
+    }
+
+    /// What an entry does to the resources, whatever its serial.
+    fn apply_unordered(&mut self, entry: &Entry) -> Result<()> {
+        let missing = |what: &str| {
+            anyhow::anyhow!(
+                "journal entry {} ({:?} {}) has no {what}",
+                entry.serial,
+                entry.kind,
+                entry.address
+            )
+        };
+        match entry.kind {
+            EntryKind::Started => {
+                let action = entry.action.ok_or_else(|| missing("action"))?;
+                self.pending.insert(entry.address.clone(), action);
+                return Ok(());
+            }
+            EntryKind::Forgotten => {
+                self.resources.remove(&entry.address);
+            }
+            EntryKind::Adopted => {
+                let r = entry.resource.clone().ok_or_else(|| missing("resource"))?;
+                self.resources.insert(entry.address.clone(), r);
+            }
+            EntryKind::Done => match (entry.action, &entry.resource) {
+                (None, _) => return Err(missing("action")),
+                (Some(Action::Delete), _) => {
+                    self.resources.remove(&entry.address);
+                }
+                (Some(_), Some(r)) => {
+                    self.resources.insert(entry.address.clone(), r.clone());
+                }
+                (Some(_), None) => return Err(missing("resource")),
+            },
+        }
+        self.pending.remove(&entry.address);
+        Ok(())
     }
 
     /// Parses a snapshot. A file of a newer or older format is refused with both versions
@@ -317,9 +449,9 @@ fn check_format(format: u32, what: &str) -> Result<()> {
              reads: upgrade kombiform (nothing was read or changed)"
         );
     }
-    if format < STATE_FORMAT {
+    if format < OLDEST_FORMAT {
         bail!(
-            "{what} has format {format}, older than format {STATE_FORMAT}, and no migration \
+            "{what} has format {format}, older than format {OLDEST_FORMAT}, and no migration \
              from it exists (nothing was read or changed)"
         );
     }
@@ -347,8 +479,30 @@ pub fn list(state: &State) -> Vec<(String, String)> {
                 let id = id.as_str().map_or_else(|| id.to_string(), str::to_string);
                 summary.push_str(&format!(", id {id}"));
             }
+            if let Some(action) = state.pending.get(addr) {
+                summary.push_str(&format!(
+                    ", in doubt: a {} was started and never recorded",
+                    action.as_str()
+                ));
+            }
             (addr.clone(), summary)
         })
+        .chain(
+            state
+                .pending
+                .iter()
+                .filter(|(a, _)| !state.resources.contains_key(*a))
+                .map(|(a, action)| {
+                    (
+                        a.clone(),
+                        format!(
+                            "in doubt: a {} was started and never recorded; the next plan \
+                             reconciles it with what is live",
+                            action.as_str()
+                        ),
+                    )
+                }),
+        )
         .collect()
 }
 
@@ -381,6 +535,32 @@ pub trait Journal: Send {
     /// durable append for all of them, then applied to `state`.
     fn record_all(&mut self, state: &mut State, changes: &[&Change]) -> Result<Vec<Entry>> {
         let entries = state.entries_for(changes)?;
+        self.commit(state, entries)
+    }
+
+    /// Records that changes are about to be sent (one durable append): until their end is
+    /// recorded, they are in doubt.
+    fn record_started(&mut self, state: &mut State, changes: &[&Change]) -> Result<Vec<Entry>> {
+        let entries = state.started_entries(changes);
+        self.commit(state, entries)
+    }
+
+    /// Records adopted resources and forgotten records (one durable append).
+    fn record_reconciled(
+        &mut self,
+        state: &mut State,
+        adopt: &[Resource],
+        forget: &[String],
+    ) -> Result<Vec<Entry>> {
+        let entries = state.reconcile_entries(adopt, forget);
+        self.commit(state, entries)
+    }
+
+    /// Appends `entries` durably together, then applies them to `state`.
+    fn commit(&mut self, state: &mut State, entries: Vec<Entry>) -> Result<Vec<Entry>> {
+        if entries.is_empty() {
+            return Ok(entries);
+        }
         self.append_all(&entries)?;
         for e in &entries {
             state.apply(e)?;
@@ -414,6 +594,33 @@ pub trait StateBackend {
 
     /// The audit records of `env`, oldest first.
     fn read_audit(&self, env: &str) -> Result<Vec<AuditRecord>>;
+
+    /// Keeps audit records that could not be delivered to every audit trail (PostgreSQL
+    /// lost after the apply): each with the trails still owed, replacing what was kept.
+    fn keep_undelivered(&self, env: &str, records: &[Undelivered]) -> Result<()>;
+
+    /// The audit records still to deliver, oldest first.
+    fn undelivered(&self, env: &str) -> Result<Vec<Undelivered>>;
+
+    /// Whether any state of `env` exists (a snapshot or journal entries).
+    fn exists(&self, env: &str) -> Result<bool>;
+
+    /// Verifies the snapshot and the journal of `env`: what is damaged and what
+    /// [`StateBackend::repair`] would do. Reads only.
+    fn check(&self, env: &str) -> Result<Check>;
+
+    /// Repairs the state of `env` as [`StateBackend::check`] described (damaged files are
+    /// set aside, never deleted); the caller holds the lock. Returns what was done.
+    fn repair(&self, env: &str) -> Result<Vec<String>>;
+}
+
+/// An audit record not yet delivered to some audit trails.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Undelivered {
+    /// The providers whose audit trail still lacks it.
+    pub to: Vec<String>,
+    /// The record.
+    pub record: AuditRecord,
 }
 
 /// Checks that an environment name is safe as a file name part.

@@ -92,7 +92,7 @@ fn snapshot_format_is_stable_pretty_json() {
     )));
     let text = String::from_utf8(ok(s.to_json())).unwrap_or_default();
     let expected = r#"{
-  "format": 1,
+  "format": 2,
   "env": "dev",
   "serial": 1,
   "lineage": "abcd",
@@ -116,12 +116,15 @@ fn snapshot_format_is_stable_pretty_json() {
 #[test]
 fn newer_older_and_foreign_state_files_are_refused() {
     let newer =
-        br#"{"format": 2, "env": "dev", "serial": 1, "lineage": "x", "resources": {}, "new": 1}"#;
+        br#"{"format": 3, "env": "dev", "serial": 1, "lineage": "x", "resources": {}, "new": 1}"#;
     let e = err(State::from_json(newer, "dev"));
     assert!(
-        e.contains("format 2") && e.contains("upgrade kombiform"),
+        e.contains("format 3") && e.contains("upgrade kombiform"),
         "{e}"
     );
+    // Format 1 (no changes in doubt) is still read.
+    let older = br#"{"format": 1, "env": "dev", "serial": 1, "lineage": "x", "resources": {}}"#;
+    assert_eq!(ok(State::from_json(older, "dev")).serial, 1);
     let older = br#"{"format": 0, "env": "dev"}"#;
     let e = err(State::from_json(older, "dev"));
     assert!(e.contains("format 0") && e.contains("no migration"), "{e}");
@@ -139,10 +142,10 @@ fn newer_older_and_foreign_state_files_are_refused() {
 #[test]
 fn newer_journal_entries_are_refused() {
     let mut s = State::new("dev", "L");
-    let line = br#"{"format":2,"lineage":"L","serial":1,"address":"a.b.c","action":"delete"}
+    let line = br#"{"format":3,"lineage":"L","serial":1,"address":"a.b.c","action":"delete"}
 "#;
     let e = err(replay(&mut s, line));
-    assert!(e.contains("format 2"), "{e}");
+    assert!(e.contains("format 3"), "{e}");
     assert_eq!(s.serial, 0);
 }
 
@@ -416,6 +419,9 @@ fn audit_records_append_and_read_back() {
     let dir = tmp();
     let b = LocalBackend::new(dir.path());
     let rec = |n: usize| AuditRecord {
+        id: format!("id{n}"),
+        adopted: Vec::new(),
+        forgotten: Vec::new(),
         actor: "alice@box".into(),
         started_at: "2025-01-01T00:00:00Z".into(),
         finished_at: "2025-01-01T00:00:01Z".into(),
@@ -437,6 +443,16 @@ fn audit_records_append_and_read_back() {
     assert_eq!(ok(b.read_audit("dev")), vec![rec(1), rec(2)]);
     ok(b.append_audit("dev", &rec(3)));
     assert_eq!(ok(b.read_audit("dev")), vec![rec(1), rec(2), rec(3)]);
+    // Undelivered records are kept, read back and cleared.
+    assert!(ok(b.undelivered("dev")).is_empty());
+    let kept = vec![crate::state::Undelivered {
+        to: vec!["postgres".into()],
+        record: rec(4),
+    }];
+    ok(b.keep_undelivered("dev", &kept));
+    assert_eq!(ok(b.undelivered("dev")), kept);
+    ok(b.keep_undelivered("dev", &[]));
+    assert!(ok(b.undelivered("dev")).is_empty());
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! The engine's integration tests: the providers against real PostgreSQL and PocketBase, and
-//! the local state backend across processes.
+//! The engine's integration tests: the providers against real PostgreSQL and PocketBase, the
+//! PostgreSQL provider over TLS, and the local state backend across processes.
 
 // Test code: unwrapping is how a test says "this must work" (clippy.toml allows it in
 // `#[test]` functions; this extends it to the helpers beside them).
@@ -7,4 +7,5 @@
 
 mod pbprov;
 mod pgprov;
+mod pgtls;
 mod state;

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Parser;
 use kombiform_model::services::HealthConfig;
-use kombiform_services::{health, http};
+use kombiform_services::{health, http, server};
 
 /// Readiness and liveness endpoints for the kombify platform.
 #[derive(Parser)]
@@ -22,6 +22,8 @@ struct Args {
     /// Listen on this address instead of the configured one (e.g. 127.0.0.1:0).
     #[arg(long)]
     listen: Option<SocketAddr>,
+    #[command(flatten)]
+    limits: server::LimitArgs,
 }
 
 #[tokio::main]
@@ -59,10 +61,13 @@ async fn run(args: Args) -> Result<()> {
         cache_ttl_ms = config.cache_ttl_ms,
         "kombify-health listening"
     );
-    axum::serve(listener, health::edge::app(readiness))
-        .with_graceful_shutdown(http::shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    server::serve(
+        listener,
+        health::edge::app(readiness),
+        args.limits.limits(),
+        http::shutdown_signal(),
+    )
+    .await;
     tracing::info!("kombify-health stopped");
     Ok(())
 }

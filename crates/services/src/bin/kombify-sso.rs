@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Parser;
 use kombiform_model::services::SsoConfig;
-use kombiform_services::{http, sso};
+use kombiform_services::{http, server, sso};
 
 /// The kombify SSO service.
 #[derive(Parser)]
@@ -19,6 +19,8 @@ struct Args {
     /// Listen on this address instead of the configured one (e.g. 127.0.0.1:0).
     #[arg(long)]
     listen: Option<String>,
+    #[command(flatten)]
+    limits: server::LimitArgs,
 }
 
 #[tokio::main]
@@ -39,5 +41,13 @@ async fn main() -> Result<()> {
         .with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr().context("reading the bound address")?;
     tracing::info!(address = %local, "kombify-sso listening");
-    sso::serve(listener, service, http::shutdown_signal()).await
+    sso::serve(
+        listener,
+        service,
+        args.limits.limits(),
+        http::shutdown_signal(),
+    )
+    .await;
+    tracing::info!("kombify-sso stopped");
+    Ok(())
 }

@@ -35,8 +35,8 @@ pub const JWKS_CHECK: &str = "zitadel-jwks";
 /// [`crate::http::resolve_secret_allow_empty`]: the only secret is a PostgreSQL password,
 /// which may be empty under trust authentication, as for `kombiform plan`).
 ///
-/// Fails, naming the check, on an invalid URL, an unresolvable secret or an unsupported
-/// PostgreSQL `sslMode`; the error never holds a secret value.
+/// Fails, naming the check, on an invalid URL, an unresolvable secret or a PostgreSQL CA
+/// bundle without certificates; the error never holds a secret value.
 pub fn from_config(
     config: &HealthConfig,
     secret: &dyn Fn(&SecretRef) -> Result<Secret, SecretError>,
@@ -69,7 +69,7 @@ pub fn from_config(
                     port: pg.port,
                     database: &pg.database,
                     user: &pg.user,
-                    ssl_mode: &pg.ssl_mode,
+                    tls: &pg.tls,
                 };
                 let probe = PostgresCheck::new(&target, password.expose(), timeout)
                     .map_err(anyhow::Error::msg)

@@ -11,6 +11,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use kombiform_model::PostgresTls;
+use kombiform_sys::tls::postgres as pg_tls;
 use serde::{Deserialize, Serialize};
 
 /// The future a [`Probe`] returns.
@@ -34,6 +36,9 @@ pub enum FailureKind {
     Status,
     /// An answer whose body is not what the check expects (e.g. not a JWKS).
     Body,
+    /// TLS to the dependency failed: its certificate is not trusted or does not match the
+    /// host name, or one side requires TLS and the other does not speak it.
+    Tls,
     /// Connected, but the database refused the login or the query.
     Query,
     /// The check itself broke (a panic in a probe); a bug, not the dependency's fault.
@@ -48,6 +53,7 @@ impl FailureKind {
             FailureKind::Unreachable => "unreachable",
             FailureKind::Status => "status",
             FailureKind::Body => "body",
+            FailureKind::Tls => "tls",
             FailureKind::Query => "query",
             FailureKind::Internal => "internal",
         }
@@ -232,12 +238,17 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// A PostgreSQL login followed by `SELECT 1`, on a new connection each time (a check must
-/// prove a login works now, not that a pooled connection once did).
+/// prove a login works now, not that a pooled connection once did), with the platform's TLS:
+/// `verify-full` (the certificate chain checked against the bundled Azure roots or the
+/// configured CA certificates, and the host name) or `disable`
+/// ([`kombiform_sys::tls::postgres`]).
 #[derive(Clone)]
 pub struct PostgresCheck {
     config: tokio_postgres::Config,
-    /// `None` for `sslMode: disable`.
+    /// `None` for `disable`.
     tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    /// The TLS settings, to explain a failed handshake.
+    tls_config: PostgresTls,
 }
 
 impl fmt::Debug for PostgresCheck {
@@ -247,34 +258,16 @@ impl fmt::Debug for PostgresCheck {
     }
 }
 
-/// The `sslMode` values [`PostgresCheck`] supports. Every mode but `disable` means TLS with
-/// the server certificate verified against the system's roots and the host name checked
-/// (stricter than libpq's `require`, which does not verify); `prefer` and `allow`, which may
-/// quietly fall back to plain text, are refused.
-pub const SUPPORTED_SSL_MODES: &[&str] = &["disable", "require", "verify-ca", "verify-full"];
-
 impl PostgresCheck {
     /// A check logging in to `database` on `host:port` as `user` with `password`.
     ///
-    /// Fails for an `ssl_mode` not in [`SUPPORTED_SSL_MODES`], or when the TLS configuration
-    /// cannot be built (no system roots).
+    /// Fails when the TLS configuration cannot be built (a CA bundle without certificates).
     pub fn new(
         target: &PostgresTarget<'_>,
         password: &str,
         connect_timeout: Duration,
     ) -> Result<Self, String> {
-        if !SUPPORTED_SSL_MODES.contains(&target.ssl_mode) {
-            return Err(format!(
-                "sslMode {:?} is not supported (supported: {})",
-                target.ssl_mode,
-                SUPPORTED_SSL_MODES.join(", ")
-            ));
-        }
-        let tls = if target.ssl_mode == "disable" {
-            None
-        } else {
-            Some(tls_connector()?)
-        };
+        let tls = pg_tls::connector(target.tls).map_err(|e| e.to_string())?;
         let mut config = tokio_postgres::Config::new();
         config
             .host(target.host)
@@ -284,12 +277,12 @@ impl PostgresCheck {
             .password(password)
             .application_name("kombify-health")
             .connect_timeout(connect_timeout)
-            .ssl_mode(if tls.is_some() {
-                tokio_postgres::config::SslMode::Require
-            } else {
-                tokio_postgres::config::SslMode::Disable
-            });
-        Ok(PostgresCheck { config, tls })
+            .ssl_mode(pg_tls::ssl_mode(target.tls));
+        Ok(PostgresCheck {
+            config,
+            tls,
+            tls_config: target.tls.clone(),
+        })
     }
 
     async fn run(&self) -> Result<(), Failure> {
@@ -300,7 +293,7 @@ impl PostgresCheck {
                     .config
                     .connect(tokio_postgres::NoTls)
                     .await
-                    .map_err(|e| classify_pg(&e, "login"))?;
+                    .map_err(|e| self.classify(&e, "login"))?;
                 (client, tokio::spawn(connection))
             }
             Some(tls) => {
@@ -308,14 +301,14 @@ impl PostgresCheck {
                     .config
                     .connect(tls.clone())
                     .await
-                    .map_err(|e| classify_pg(&e, "login"))?;
+                    .map_err(|e| self.classify(&e, "login"))?;
                 (client, tokio::spawn(connection))
             }
         };
         let result = client.simple_query("SELECT 1").await;
         drop(client);
         driver.abort();
-        let messages = result.map_err(|e| classify_pg(&e, "SELECT 1"))?;
+        let messages = result.map_err(|e| self.classify(&e, "SELECT 1"))?;
         let one = messages.iter().any(|m| match m {
             tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0) == Some("1"),
             _ => false,
@@ -330,12 +323,6 @@ impl PostgresCheck {
             ))
         }
     }
-}
-
-/// TLS for PostgreSQL: the workspace's one TLS configuration (ring, system roots).
-fn tls_connector() -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
-    let config = kombiform_sys::tls::client_config().map_err(|e| e.to_string())?;
-    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 impl Probe for PostgresCheck {
@@ -355,13 +342,29 @@ pub struct PostgresTarget<'a> {
     pub database: &'a str,
     /// Login name.
     pub user: &'a str,
-    /// libpq `sslmode`.
-    pub ssl_mode: &'a str,
+    /// TLS.
+    pub tls: &'a PostgresTls,
 }
 
-/// A tokio-postgres error as a [`Failure`]: a server error (bad login, missing database) is
-/// `query`, anything else (refused, closed) `unreachable`. tokio-postgres errors never hold the
-/// password.
+impl PostgresCheck {
+    /// A tokio-postgres error as a [`Failure`]: a TLS reason (certificate, host name, TLS
+    /// missing on one side) is `tls` with that reason, a server error (bad login, missing
+    /// database) `query`, anything else (refused, closed) `unreachable`. tokio-postgres
+    /// errors never hold the password.
+    fn classify(&self, e: &tokio_postgres::Error, step: &str) -> Failure {
+        match pg_tls::explain(e, &self.tls_config) {
+            Some(tls) => Failure::new(
+                FailureKind::Tls,
+                tls.kind.summary(),
+                format!("{step}: {tls}"),
+            ),
+            None => classify_pg(e, step),
+        }
+    }
+}
+
+/// A tokio-postgres error that is not about TLS as a [`Failure`]: a server error (bad login,
+/// missing database) is `query`, anything else (refused, closed) `unreachable`.
 fn classify_pg(e: &tokio_postgres::Error, step: &str) -> Failure {
     let detail = format!("{step}: {}", error_chain(e));
     match e.as_db_error() {
@@ -390,7 +393,7 @@ mod tests {
     #[test]
     fn codes_match_the_serialized_form() {
         use FailureKind::*;
-        for kind in [Timeout, Unreachable, Status, Body, Query, Internal] {
+        for kind in [Timeout, Unreachable, Status, Body, Tls, Query, Internal] {
             let json = serde_json::to_value(kind).ok();
             assert_eq!(json, Some(serde_json::Value::from(kind.code())));
         }
@@ -406,30 +409,37 @@ mod tests {
     }
 
     #[test]
-    fn postgres_check_refuses_ssl_modes_that_may_fall_back_to_plain_text() {
+    fn postgres_check_uses_tls_unless_disabled_and_hides_the_password() {
+        let azure = PostgresTls::azure();
         let target = PostgresTarget {
             host: "h",
             port: 5432,
             database: "d",
             user: "u",
-            ssl_mode: "prefer",
-        };
-        let err = match PostgresCheck::new(&target, "pw", Duration::from_secs(1)) {
-            Ok(_) => panic!("prefer accepted"),
-            Err(e) => e,
-        };
-        assert!(err.contains("\"prefer\""), "{err}");
-        let target = PostgresTarget {
-            ssl_mode: "require",
-            ..target
+            tls: &azure,
         };
         let check = PostgresCheck::new(&target, "pw", Duration::from_secs(1));
         assert!(matches!(&check, Ok(c) if c.tls.is_some()), "{check:?}");
+        let plain = PostgresTls::disabled();
         let target = PostgresTarget {
-            ssl_mode: "disable",
+            tls: &plain,
             ..target
         };
         let check = PostgresCheck::new(&target, "hunter2", Duration::from_secs(1));
+        assert!(matches!(&check, Ok(c) if c.tls.is_none()));
         assert!(matches!(&check, Ok(c) if !format!("{c:?}").contains("hunter2")));
+        let broken = PostgresTls {
+            ca_certificates_pem: Some("not a certificate".into()),
+            ..PostgresTls::azure()
+        };
+        let target = PostgresTarget {
+            tls: &broken,
+            ..target
+        };
+        let err = PostgresCheck::new(&target, "pw", Duration::from_secs(1)).err();
+        assert!(
+            matches!(&err, Some(e) if e.contains("caCertificatesPem")),
+            "{err:?}"
+        );
     }
 }

@@ -53,7 +53,7 @@ pub enum Status {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Reason {
-    /// Stable code: `timeout`, `unreachable`, `status`, `body`, `query`, `internal`.
+    /// Stable code: `timeout`, `unreachable`, `status`, `body`, `tls`, `query`, `internal`.
     pub code: FailureKind,
     /// Short public message (no hosts, no library errors, no secrets).
     pub message: String,

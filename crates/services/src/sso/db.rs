@@ -4,17 +4,23 @@
 //! Seats: a first login runs in ONE transaction that takes a per-subject advisory lock, then
 //! reserves a seat with the row-locked `UPDATE quotas … WHERE used_users < max_users
 //! RETURNING`, and commits only after the PocketBase user and mapping exist; rolling back (on
-//! any failure) releases the seat. Not here: PocketBase, HTTP.
+//! any failure) releases the seat.
+//!
+//! TLS: as `postgres.tls` says (`verify-full` against the bundled Azure roots on Azure, see
+//! `kombiform_sys::tls::postgres`); a pooled connection that fails for a TLS reason says which.
+//! Not here: PocketBase, HTTP.
 
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use kombiform_sys::tls::postgres as pg_tls;
 use tokio_postgres::NoTls;
 
 use super::flags::{FlagRow, FlagsPayload};
 use kombiform_model::secret::Secret;
 use kombiform_model::services::PostgresConfig;
+use kombiform_model::PostgresTls;
 
 /// Connections in the pool.
 pub const POOL_SIZE: usize = 16;
@@ -58,6 +64,7 @@ pub struct Audit<'a> {
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
+    tls: PostgresTls,
 }
 
 /// Whether `s` is a plain lowercase SQL identifier.
@@ -71,16 +78,11 @@ fn plain_identifier(s: &str) -> bool {
 }
 
 impl Db {
-    /// A pool for `cfg` (no connection is made yet). Only `sslMode: disable` is supported.
+    /// A pool for `cfg` (no connection is made yet). Fails when the schema is not a plain
+    /// identifier or the TLS configuration cannot be built (a CA bundle without certificates).
     pub fn new(cfg: &PostgresConfig, password: &Secret) -> Result<Db> {
         if !plain_identifier(&cfg.schema) {
             bail!("postgres schema {:?} is not a plain identifier", cfg.schema);
-        }
-        if cfg.ssl_mode != "disable" {
-            bail!(
-                "postgres sslMode {:?} is not supported by this build yet (only \"disable\")",
-                cfg.ssl_mode
-            );
         }
         let mut pg = tokio_postgres::Config::new();
         pg.host(&cfg.host)
@@ -90,14 +92,15 @@ impl Db {
             .password(password.expose())
             .options(format!("-c search_path={}", cfg.schema))
             .application_name("kombify-sso")
-            .connect_timeout(Duration::from_secs(5));
-        let manager = Manager::from_config(
-            pg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+            .connect_timeout(Duration::from_secs(5))
+            .ssl_mode(pg_tls::ssl_mode(&cfg.tls));
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match pg_tls::connector(&cfg.tls).context("TLS for PostgreSQL")? {
+            None => Manager::from_config(pg, NoTls, manager_config),
+            Some(tls) => Manager::from_config(pg, tls, manager_config),
+        };
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .runtime(Runtime::Tokio1)
@@ -106,14 +109,22 @@ impl Db {
             .recycle_timeout(Some(Duration::from_secs(5)))
             .build()
             .context("building the PostgreSQL pool")?;
-        Ok(Db { pool })
+        Ok(Db {
+            pool,
+            tls: cfg.tls.clone(),
+        })
     }
 
-    /// A pooled connection.
+    /// A pooled connection. A connection refused for a TLS reason (certificate not trusted,
+    /// host name not in it, TLS missing on one side) fails with that reason.
     pub async fn client(&self) -> Result<Client> {
         self.pool
             .get()
             .await
+            .map_err(|e| match pg_tls::explain(&e, &self.tls) {
+                Some(tls) => anyhow::Error::new(tls),
+                None => anyhow::Error::new(e),
+            })
             .context("getting a PostgreSQL connection")
     }
 

@@ -11,6 +11,9 @@ use crate::http::ApiError;
 pub enum SsoError {
     /// Missing, malformed or invalid credentials (reason logged, never shown).
     Unauthorized(&'static str),
+    /// A bearer-token request that is malformed in a way RFC 6750 §3.1 calls `invalid_request`
+    /// (e.g. the token sent in more than one place); 400, reason logged.
+    InvalidRequest(&'static str),
     /// The token's organization has no tenant, or the tenant is suspended (same body for both).
     TenantForbidden(&'static str),
     /// The Zitadel user was deactivated, locked or removed.
@@ -42,6 +45,11 @@ impl SsoError {
     fn to_api(&self) -> ApiError {
         match self {
             SsoError::Unauthorized(_) => ApiError::unauthorized(),
+            SsoError::InvalidRequest(_) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "send the token in exactly one place: the Authorization header or the body",
+            ),
             SsoError::TenantForbidden(_) => {
                 ApiError::forbidden("tenant_forbidden", "no active tenant for this organization")
             }
@@ -92,6 +100,7 @@ impl IntoResponse for SsoError {
     fn into_response(self) -> Response {
         match &self {
             SsoError::Unauthorized(r) => tracing::info!(reason = r, "unauthorized"),
+            SsoError::InvalidRequest(r) => tracing::info!(reason = r, "invalid request"),
             SsoError::TenantForbidden(r) => tracing::info!(reason = r, "tenant forbidden"),
             SsoError::BadSignature(r) => tracing::warn!(reason = r, "webhook signature refused"),
             SsoError::SubjectConflict => {
@@ -105,11 +114,15 @@ impl IntoResponse for SsoError {
         }
         let api = self.to_api();
         let mut response = api.into_response();
-        if matches!(self, SsoError::Unauthorized(_)) {
-            response.headers_mut().insert(
-                "www-authenticate",
-                axum::http::HeaderValue::from_static("Bearer"),
-            );
+        let challenge = match self {
+            SsoError::Unauthorized(_) => Some("Bearer"),
+            SsoError::InvalidRequest(_) => Some(r#"Bearer error="invalid_request""#),
+            _ => None,
+        };
+        if let Some(c) = challenge {
+            response
+                .headers_mut()
+                .insert("www-authenticate", axum::http::HeaderValue::from_static(c));
         }
         response
     }

@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+
+use super::input;
 
 /// The most flags one apply may carry.
 pub const MAX_FLAGS: usize = 1000;
@@ -92,8 +93,20 @@ pub fn validate(payload: &FlagsPayload) -> Result<(), String> {
         if f.rollout_percent.is_some_and(|p| p > 100) {
             return Err(format!("flag {:?}: rolloutPercent must be 0..=100", f.name));
         }
-        if f.description.len() > 2000 {
-            return Err(format!("flag {:?}: description too long", f.name));
+        if !input::is_text(&f.description, 2000) {
+            return Err(format!(
+                "flag {:?}: description too long or with control characters",
+                f.name
+            ));
+        }
+        if let Some(plan) = f.plans.keys().find(|p| !input::is_name(p)) {
+            return Err(format!("flag {:?}: {plan:?} is not a plan name", f.name));
+        }
+        if let Some(tenant) = f.tenants.keys().find(|t| !input::is_slug(t)) {
+            return Err(format!(
+                "flag {:?}: {tenant:?} is not a tenant slug",
+                f.name
+            ));
         }
     }
     Ok(())
@@ -110,8 +123,9 @@ fn valid_name(name: &str) -> bool {
 
 /// The stable rollout bucket (0..100) of `tenant` for `flag`.
 pub fn rollout_bucket(flag: &str, tenant: &str) -> u32 {
-    let digest = Sha256::digest(format!("{flag}:{tenant}").as_bytes());
-    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % 100
+    let digest = ring::digest::digest(&ring::digest::SHA256, format!("{flag}:{tenant}").as_bytes());
+    let d = digest.as_ref();
+    u32::from_be_bytes([d[0], d[1], d[2], d[3]]) % 100
 }
 
 /// The value of `flag` for `tenant`, and where it came from.
@@ -210,5 +224,33 @@ mod tests {
             flags: vec![spec("x", None), spec("x", None)]
         })
         .is_err());
+        // Values that could never be valid are refused before the database sees them.
+        let with = |edit: &dyn Fn(&mut FlagSpec)| {
+            let mut f = spec("x", None);
+            edit(&mut f);
+            validate(&FlagsPayload { flags: vec![f] })
+        };
+        assert!(with(&|f| f.description = "two\nlines".into()).is_ok());
+        assert!(with(&|f| f.description = "nul\0".into()).is_err());
+        assert!(with(&|f| {
+            f.plans.insert("pro\0".into(), true);
+        })
+        .is_err());
+        assert!(with(&|f| {
+            f.plans.insert("pro".into(), true);
+        })
+        .is_ok());
+        assert!(with(&|f| {
+            f.tenants.insert("ac\u{1}me".into(), true);
+        })
+        .is_err());
+        assert!(with(&|f| {
+            f.tenants.insert("x".repeat(300), true);
+        })
+        .is_err());
+        assert!(with(&|f| {
+            f.tenants.insert("acme".into(), true);
+        })
+        .is_ok());
     }
 }

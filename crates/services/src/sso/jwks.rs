@@ -3,8 +3,9 @@
 //!
 //! Refresh rules: single-flight (one fetch at a time; waiters re-check after it), at most one
 //! on-demand refresh per cooldown (the load at startup does not start the cooldown), the old keys
-//! kept when a refresh fails, and only RSA signature keys with a `kid` are kept (an `oct` key
-//! would otherwise become an HMAC key). Not here: token validation ([`super::token`]).
+//! kept when a refresh fails, and only signature keys with a `kid` that fit an allowed algorithm
+//! are kept ([`PublicKey::from_jwk`]: an `oct` key is never one). Not here: token validation
+//! ([`super::token`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +13,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use jsonwebtoken::DecodingKey;
+
+use crate::jose::{Alg, PublicKey};
 
 /// The largest JWKS document accepted, in bytes.
 pub const MAX_JWKS_BYTES: usize = 256 * 1024;
@@ -24,20 +26,21 @@ pub const MAX_KEYS: usize = 64;
 pub struct KeyCache {
     uri: String,
     http: reqwest::Client,
-    algorithms: Vec<String>,
+    algorithms: Vec<Alg>,
     cooldown: Duration,
-    keys: RwLock<Arc<HashMap<String, Arc<DecodingKey>>>>,
+    keys: RwLock<Arc<HashMap<String, Arc<PublicKey>>>>,
     /// When the last on-demand refresh started; the mutex makes refreshes single-flight.
     last_refresh: tokio::sync::Mutex<Option<Instant>>,
     fetches: AtomicU64,
 }
 
 impl KeyCache {
-    /// An empty cache for `uri`; `algorithms` is the allow-list a key's `alg` (if any) must be in.
+    /// An empty cache for `uri`; `algorithms` is the allow-list a key must fit (and its `alg`,
+    /// if any, be in).
     pub fn new(
         uri: String,
         http: reqwest::Client,
-        algorithms: Vec<String>,
+        algorithms: Vec<Alg>,
         cooldown: Duration,
     ) -> KeyCache {
         KeyCache {
@@ -65,7 +68,7 @@ impl KeyCache {
     }
 
     /// The key for `kid`, refreshing once (within the cooldown rules) when it is unknown.
-    pub async fn key(&self, kid: &str) -> Option<Arc<DecodingKey>> {
+    pub async fn key(&self, kid: &str) -> Option<Arc<PublicKey>> {
         if let Some(k) = self.cached(kid) {
             return Some(k);
         }
@@ -91,7 +94,7 @@ impl KeyCache {
         self.cached(kid)
     }
 
-    fn cached(&self, kid: &str) -> Option<Arc<DecodingKey>> {
+    fn cached(&self, kid: &str) -> Option<Arc<PublicKey>> {
         let keys = match self.keys.read() {
             Ok(k) => Arc::clone(&k),
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
@@ -99,7 +102,7 @@ impl KeyCache {
         keys.get(kid).cloned()
     }
 
-    fn store(&self, keys: HashMap<String, Arc<DecodingKey>>) {
+    fn store(&self, keys: HashMap<String, Arc<PublicKey>>) {
         let new = Arc::new(keys);
         match self.keys.write() {
             Ok(mut k) => *k = new,
@@ -107,7 +110,7 @@ impl KeyCache {
         }
     }
 
-    async fn fetch(&self) -> Result<HashMap<String, Arc<DecodingKey>>> {
+    async fn fetch(&self) -> Result<HashMap<String, Arc<PublicKey>>> {
         self.fetches.fetch_add(1, Ordering::Relaxed);
         let mut response = self
             .http
@@ -133,9 +136,10 @@ impl KeyCache {
     }
 }
 
-/// The usable keys of a JWKS document: RSA, with a `kid`, `use` absent or `sig`, `alg` absent or
-/// allowed. Other keys are skipped (one odd key never breaks the set).
-pub fn parse_jwks(body: &[u8], algorithms: &[String]) -> Result<HashMap<String, Arc<DecodingKey>>> {
+/// The usable keys of a JWKS document: with a non-empty `kid`, accepted by
+/// [`PublicKey::from_jwk`] for `algorithms` (RSA or P-256, `use` absent or `sig`, `alg` absent or
+/// allowed). Other keys are skipped (one odd key never breaks the set).
+pub fn parse_jwks(body: &[u8], algorithms: &[Alg]) -> Result<HashMap<String, Arc<PublicKey>>> {
     let doc: serde_json::Value = serde_json::from_slice(body).context("the JWKS is not JSON")?;
     let keys = doc
         .get("keys")
@@ -146,23 +150,18 @@ pub fn parse_jwks(body: &[u8], algorithms: &[String]) -> Result<HashMap<String, 
         if out.len() >= MAX_KEYS {
             break;
         }
-        let field = |name: &str| key.get(name).and_then(|v| v.as_str());
-        let (Some("RSA"), Some(kid), Some(n), Some(e)) =
-            (field("kty"), field("kid"), field("n"), field("e"))
+        let Some(kid) = key
+            .get("kid")
+            .and_then(|v| v.as_str())
+            .filter(|k| !k.is_empty() && k.len() <= crate::jose::MAX_KID_LEN)
         else {
             continue;
         };
-        if kid.is_empty() || field("use").is_some_and(|u| u != "sig") {
-            continue;
-        }
-        if field("alg").is_some_and(|a| !algorithms.iter().any(|x| x == a)) {
-            continue;
-        }
-        match DecodingKey::from_rsa_components(n, e) {
+        match PublicKey::from_jwk(key, algorithms) {
             Ok(k) => {
                 out.insert(kid.to_string(), Arc::new(k));
             }
-            Err(err) => tracing::warn!(kid, error = %err, "skipping an unusable JWKS key"),
+            Err(err) => tracing::debug!(kid, reason = %err, "skipping a JWKS key"),
         }
     }
     Ok(out)
@@ -185,7 +184,7 @@ mod tests {
             {"kty": "EC", "kid": "ec", "crv": "P-256", "x": "x", "y": "y"},
             "not an object"
         ]});
-        let keys = parse_jwks(doc.to_string().as_bytes(), &["RS256".to_string()]).unwrap();
+        let keys = parse_jwks(doc.to_string().as_bytes(), &[Alg::RS256]).unwrap();
         let mut kids: Vec<&str> = keys.keys().map(String::as_str).collect();
         kids.sort();
         assert_eq!(kids, ["a", "b"]);

@@ -4,8 +4,9 @@
 //! effect (MED-004).
 //!
 //! Layout: [`token`] + [`jwks`] validate tokens, [`exchange`] is the exchange, [`flags`] and
-//! [`webhooks`] are pure, [`db`] and [`pocketbase`] are the only IO, [`routes`] is the HTTP edge
-//! and [`error`] the one mapping of domain errors to responses.
+//! [`webhooks`] are pure, [`input`] says what request values may reach the database, [`db`] and
+//! [`pocketbase`] are the only IO, [`routes`] is the HTTP edge and [`error`] the one mapping of
+//! domain errors to responses.
 //!
 //! Secrets: every secret comes from the environment through its `SecretRef`
 //! ([`crate::http::resolve_secret`]). The webhook secrets may list several values,
@@ -15,6 +16,7 @@ pub mod db;
 pub mod error;
 pub mod exchange;
 pub mod flags;
+pub mod input;
 pub mod jwks;
 pub mod pocketbase;
 pub mod routes;
@@ -83,7 +85,7 @@ impl Sso {
         let keys = Arc::new(jwks::KeyCache::new(
             z.jwks_uri.clone(),
             http.clone(),
-            z.algorithms.clone(),
+            algorithms.clone(),
             Duration::from_secs(u64::from(z.jwks_refresh_cooldown_seconds)),
         ));
         let validator = token::TokenValidator::new(
@@ -124,15 +126,12 @@ impl Sso {
     }
 }
 
-/// Serves `sso` on `listener` until `shutdown` resolves.
+/// Serves `sso` on `listener` with `limits` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     sso: Arc<Sso>,
+    limits: crate::server::Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<()> {
-    let app = routes::router(sso);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving kombify-sso")
+) {
+    crate::server::serve(listener, routes::router(sso), limits, shutdown).await;
 }

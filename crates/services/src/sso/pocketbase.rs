@@ -76,11 +76,7 @@ pub fn filter_literal(value: &str) -> Option<String> {
 
 /// A random password for an SSO user (never used to log in; PocketBase requires one).
 pub fn random_password() -> String {
-    format!(
-        "{:032x}{:032x}",
-        rand::random::<u128>(),
-        rand::random::<u128>()
-    )
+    kombiform_model::hex(&kombiform_sys::random_bytes::<32>())
 }
 
 /// A fresh record id for a user: 15 characters of `[a-z2-7]` (75 random bits), which fits

@@ -1,34 +1,38 @@
-//! The HTTP edge of `kombify-sso`: routes, request parsing (raw bodies with size caps, the
-//! bearer token), internal authentication, and response headers. Domain work is delegated to
+//! The HTTP edge of `kombify-sso`: routes, request parsing (bodies with size caps and a read
+//! timeout, the bearer token in exactly one place), internal authentication, path values checked
+//! before they reach the database, and response headers. Domain work is delegated to
 //! [`super::exchange`], [`super::flags`], [`super::webhooks`] and [`super::db`].
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::json;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use ring::hmac;
+use serde_json::{json, Value};
 
 use super::db::{self, ApplyError, Audit};
 use super::error::SsoError;
 use super::flags::{self, FlagsPayload};
+use super::input;
 use super::token::MAX_TOKEN_BYTES;
 use super::webhooks::{self, UserEffect, MAX_BODY_BYTES};
 use super::{exchange, Sso};
-use crate::http::with_common_layers;
+use crate::http::{with_common_layers, BodyBytes};
 
 /// The largest `Authorization` header accepted, in bytes ("Bearer " + token).
 pub const MAX_AUTHORIZATION_BYTES: usize = MAX_TOKEN_BYTES + 7;
 
 /// Timeout of each dependency check of `/ready`.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Every request body of the service: at most [`MAX_BODY_BYTES`].
+type Body = BodyBytes<MAX_BODY_BYTES>;
 
 /// The service's router, with the shared edge (request ids, JSON errors).
 pub fn router(sso: Arc<Sso>) -> Router {
@@ -38,7 +42,6 @@ pub fn router(sso: Arc<Sso>) -> Router {
         .route("/api/internal/feature-flags/{tenant}", get(tenant_flags))
         .route("/api/webhooks/stripe", post(stripe))
         .route("/api/webhooks/zitadel", post(zitadel))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .with_state(sso);
@@ -69,29 +72,40 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, SsoError> {
     }
 }
 
+/// The `token` member of a JSON object body, if the body is one and has it.
+fn body_token(body: &[u8]) -> Option<Value> {
+    if body.is_empty() {
+        return None;
+    }
+    let mut v: Value = serde_json::from_slice(body).ok()?;
+    v.get_mut("token").map(Value::take)
+}
+
+/// The exchange's token: from the `Authorization` header or from the body's `token`, never
+/// both (RFC 6750 §3.1: more than one method is `invalid_request`).
+fn exchange_token(headers: &HeaderMap, body: &[u8]) -> Result<String, SsoError> {
+    let header = bearer(headers)?;
+    let in_body = body_token(body);
+    match (header, in_body) {
+        (Some(_), Some(_)) => Err(SsoError::InvalidRequest(
+            "token in both the Authorization header and the body",
+        )),
+        (Some(t), None) => Ok(t.to_string()),
+        (None, _) if body.len() > MAX_TOKEN_BYTES + 64 => {
+            Err(SsoError::Unauthorized("body token too large"))
+        }
+        (None, Some(Value::String(t))) => Ok(t),
+        (None, _) => Err(SsoError::Unauthorized("no token")),
+    }
+}
+
 async fn exchange_handler(
     State(sso): State<Arc<Sso>>,
     headers: HeaderMap,
-    body: Bytes,
+    BodyBytes(body): Body,
 ) -> Result<Response, SsoError> {
-    let from_body: String;
-    let token = match bearer(&headers)? {
-        Some(t) => t,
-        None => {
-            if body.len() > MAX_TOKEN_BYTES + 64 {
-                return Err(SsoError::Unauthorized("body token too large"));
-            }
-            let v: serde_json::Value =
-                serde_json::from_slice(&body).map_err(|_| SsoError::Unauthorized("no token"))?;
-            from_body = v
-                .get("token")
-                .and_then(|t| t.as_str())
-                .map(str::to_string)
-                .ok_or(SsoError::Unauthorized("no token"))?;
-            &from_body
-        }
-    };
-    let out = exchange::exchange(&sso, token).await?;
+    let token = exchange_token(&headers, &body)?;
+    let out = exchange::exchange(&sso, &token).await?;
     let (max, used) = (out.quota.max_users, out.quota.used_users);
     let mut response = Json(&out).into_response();
     let h = response.headers_mut();
@@ -105,25 +119,57 @@ async fn exchange_handler(
     Ok(response)
 }
 
-/// Internal callers present `Authorization: Bearer <internal token>`; compared in constant time
-/// (over SHA-256 digests, so the length does not leak either).
+/// An internal caller: `Authorization: Bearer <internal token>`, compared in constant time as
+/// HMACs under a per-process random key (so neither content nor length leaks).
+pub struct InternalCaller;
+
+/// The per-process key the internal token is compared under.
+fn compare_key() -> &'static hmac::Key {
+    static KEY: OnceLock<hmac::Key> = OnceLock::new();
+    KEY.get_or_init(|| hmac::Key::new(hmac::HMAC_SHA256, &kombiform_sys::random_bytes::<32>()))
+}
+
 fn internal_auth(sso: &Sso, headers: &HeaderMap) -> Result<(), SsoError> {
     let given = bearer(headers)?.ok_or(SsoError::Unauthorized("no internal token"))?;
-    let a = Sha256::digest(given.as_bytes());
-    let b = Sha256::digest(sso.internal_token.expose().as_bytes());
-    if bool::from(a.ct_eq(&b)) {
-        Ok(())
-    } else {
-        Err(SsoError::Unauthorized("wrong internal token"))
+    let key = compare_key();
+    let expected = hmac::sign(key, sso.internal_token.expose().as_bytes());
+    hmac::verify(key, given.as_bytes(), expected.as_ref())
+        .map_err(|_| SsoError::Unauthorized("wrong internal token"))
+}
+
+impl FromRequestParts<Arc<Sso>> for InternalCaller {
+    type Rejection = SsoError;
+
+    async fn from_request_parts(parts: &mut Parts, sso: &Arc<Sso>) -> Result<Self, SsoError> {
+        internal_auth(sso, &parts.headers).map(|()| InternalCaller)
+    }
+}
+
+/// A tenant slug from the path: a value that is not a slug names no tenant (404), a segment that
+/// does not decode (invalid UTF-8) is malformed (400). Either way it never reaches the database.
+pub struct TenantSlug(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for TenantSlug {
+    type Rejection = SsoError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, SsoError> {
+        let Path(tenant) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| SsoError::BadRequest("malformed path".to_string()))?;
+        if input::is_slug(&tenant) {
+            Ok(TenantSlug(tenant))
+        } else {
+            tracing::info!(len = tenant.len(), "path value is not a tenant slug");
+            Err(SsoError::NotFound)
+        }
     }
 }
 
 async fn apply_flags(
     State(sso): State<Arc<Sso>>,
-    headers: HeaderMap,
-    body: Bytes,
+    _: InternalCaller,
+    BodyBytes(body): Body,
 ) -> Result<Response, SsoError> {
-    internal_auth(&sso, &headers)?;
     let payload: FlagsPayload = serde_json::from_slice(&body)
         .map_err(|e| SsoError::BadRequest(format!("invalid flags payload: {e}")))?;
     flags::validate(&payload).map_err(SsoError::BadRequest)?;
@@ -136,10 +182,9 @@ async fn apply_flags(
 
 async fn tenant_flags(
     State(sso): State<Arc<Sso>>,
-    headers: HeaderMap,
-    Path(tenant): Path<String>,
+    _: InternalCaller,
+    TenantSlug(tenant): TenantSlug,
 ) -> Result<Response, SsoError> {
-    internal_auth(&sso, &headers)?;
     let Some((plan, rows)) = sso.db.flags_for(&tenant).await? else {
         return Err(SsoError::NotFound);
     };
@@ -193,7 +238,7 @@ fn received(duplicate: bool, effect: &str) -> Response {
 async fn stripe(
     State(sso): State<Arc<Sso>>,
     headers: HeaderMap,
-    body: Bytes,
+    BodyBytes(body): Body,
 ) -> Result<Response, SsoError> {
     verify(
         &sso,
@@ -257,7 +302,7 @@ async fn stripe(
 async fn zitadel(
     State(sso): State<Arc<Sso>>,
     headers: HeaderMap,
-    body: Bytes,
+    BodyBytes(body): Body,
 ) -> Result<Response, SsoError> {
     verify(
         &sso,

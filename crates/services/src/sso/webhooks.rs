@@ -5,13 +5,17 @@
 //! Verification: the header must parse (each part `key=value`; unknown keys such as Stripe's
 //! `v0` ignored, undecodable `v1` skipped), `t` within ±tolerance of now (past AND future), and
 //! one `v1` equal, in constant time, to the HMAC under one of the configured secrets (several
-//! during a rotation). Not here: replay protection and effects ([`super::db`]).
+//! during a rotation). Parsing then admits only values that may reach the database and a
+//! PocketBase filter ([`super::input`]): ids and types are identifiers, so a signed event with a
+//! NUL byte or an oversized id is a 400, never a database error. Not here: replay protection and
+//! effects ([`super::db`]).
 
-use hmac::{Hmac, Mac};
+use ring::hmac;
 use serde_json::Value;
-use sha2::Sha256;
 
 use kombiform_model::secret::Secret;
+
+use super::input::is_identifier;
 
 /// The largest webhook body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -33,24 +37,18 @@ pub enum SigError {
     Mismatch,
 }
 
-fn mac(secret: &[u8], t: i64, body: &[u8]) -> Hmac<Sha256> {
-    // HMAC accepts keys of any length: new_from_slice cannot fail for it.
-    let mut m = match <Hmac<Sha256> as Mac>::new_from_slice(secret) {
-        Ok(m) => m,
-        Err(_) => unreachable!("HMAC takes keys of any length"),
-    };
-    m.update(t.to_string().as_bytes());
-    m.update(b".");
-    m.update(body);
-    m
+/// The signed message: `"<t>." + body`.
+fn signed_message(t: i64, body: &[u8]) -> Vec<u8> {
+    let mut message = format!("{t}.").into_bytes();
+    message.extend_from_slice(body);
+    message
 }
 
 /// The signature header a sender would send (for tests and tools).
 pub fn sign(t: i64, body: &[u8], secret: &str) -> String {
-    format!(
-        "t={t},v1={}",
-        hex::encode(mac(secret.as_bytes(), t, body).finalize().into_bytes())
-    )
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    let tag = hmac::sign(&key, &signed_message(t, body));
+    format!("t={t},v1={}", hex::encode(tag.as_ref()))
 }
 
 /// Verifies `header` over `body`; returns the signed timestamp.
@@ -88,15 +86,15 @@ pub fn verify(
     if t.saturating_sub(now) > tolerance {
         return Err(SigError::TooNew);
     }
+    let message = signed_message(t, body);
     for secret in secrets {
-        for sig in &sigs {
-            // verify_slice compares in constant time.
-            if mac(secret.expose().as_bytes(), t, body)
-                .verify_slice(sig)
-                .is_ok()
-            {
-                return Ok(t);
-            }
+        let key = hmac::Key::new(hmac::HMAC_SHA256, secret.expose().as_bytes());
+        // ring's verify compares the tags in constant time.
+        if sigs
+            .iter()
+            .any(|sig| hmac::verify(&key, &message, sig).is_ok())
+        {
+            return Ok(t);
         }
     }
     Err(SigError::Mismatch)
@@ -119,15 +117,23 @@ pub struct StripeEvent {
 pub fn parse_stripe(body: &[u8]) -> Result<StripeEvent, &'static str> {
     let v: Value = serde_json::from_slice(body).map_err(|_| "not JSON")?;
     let s = |p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_string);
-    let id = s("/id")
-        .filter(|i| !i.is_empty() && i.len() <= 255)
-        .ok_or("no event id")?;
-    let kind = s("/type").ok_or("no event type")?;
+    let id = s("/id").filter(|i| is_identifier(i)).ok_or("no event id")?;
+    let kind = s("/type")
+        .filter(|k| is_identifier(k))
+        .ok_or("no event type")?;
+    let customer = s("/data/object/customer");
+    let price = s("/data/object/items/data/0/price/id").or_else(|| s("/data/object/plan/id"));
+    if customer.as_deref().is_some_and(|c| !is_identifier(c)) {
+        return Err("customer is not an identifier");
+    }
+    if price.as_deref().is_some_and(|p| !is_identifier(p)) {
+        return Err("price is not an identifier");
+    }
     Ok(StripeEvent {
         id,
         kind,
-        customer: s("/data/object/customer"),
-        price: s("/data/object/items/data/0/price/id").or_else(|| s("/data/object/plan/id")),
+        customer,
+        price,
     })
 }
 
@@ -167,16 +173,22 @@ pub struct ZitadelEvent {
 pub fn parse_zitadel(body: &[u8]) -> Result<ZitadelEvent, &'static str> {
     let v: Value = serde_json::from_slice(body).map_err(|_| "not JSON")?;
     let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+    let short_identifier = |x: &String| x.len() <= 64 && is_identifier(x);
     let user_id = s("aggregateID")
-        .filter(|a| !a.is_empty() && a.len() <= 64)
+        .filter(short_identifier)
         .ok_or("no aggregateID")?;
-    let kind = s("event_type").ok_or("no event_type")?;
+    let kind = s("event_type")
+        .filter(|k| is_identifier(k))
+        .ok_or("no event_type")?;
     let sequence = match v.get("sequence") {
         Some(Value::Number(n)) => n.to_string(),
-        Some(Value::String(x)) if !x.is_empty() => x.clone(),
+        Some(Value::String(x)) if short_identifier(x) => x.clone(),
         _ => return Err("no sequence"),
     };
     let instance = s("instanceID").unwrap_or_default();
+    if !instance.is_empty() && !short_identifier(&instance) {
+        return Err("instanceID is not an identifier");
+    }
     let effect = match kind.as_str() {
         "user.deactivated" | "user.locked" | "user.removed" => UserEffect::Disable,
         "user.reactivated" | "user.unlocked" => UserEffect::Enable,
@@ -248,6 +260,19 @@ mod tests {
         assert_eq!(e.id, "9:42:7");
         assert_eq!(e.effect, UserEffect::Disable);
         assert!(parse_zitadel(br#"{"event_type":"user.locked"}"#).is_err());
+        for bad in [
+            r#"{"aggregateID":"4\u00002","sequence":7,"event_type":"user.locked"}"#,
+            r#"{"aggregateID":"42","sequence":"7\n","event_type":"user.locked"}"#,
+            r#"{"aggregateID":"42","sequence":7,"event_type":"user locked"}"#,
+            r#"{"aggregateID":"42","instanceID":"9\u0000","sequence":7,"event_type":"user.locked"}"#,
+        ] {
+            assert!(parse_zitadel(bad.as_bytes()).is_err(), "{bad}");
+        }
+        let long = format!(
+            r#"{{"aggregateID":"{}","sequence":7,"event_type":"x"}}"#,
+            "4".repeat(65)
+        );
+        assert!(parse_zitadel(long.as_bytes()).is_err());
     }
 
     #[test]
@@ -256,5 +281,15 @@ mod tests {
         assert_eq!(e.customer.as_deref(), Some("cus_1"));
         assert_eq!(e.price.as_deref(), Some("price_1"));
         assert!(is_subscription_change(&e.kind));
+        for bad in [
+            r#"{"id":"evt_\u0000","type":"x"}"#,
+            r#"{"id":"evt_1","type":"a\u0001b"}"#,
+            r#"{"id":"evt_1","type":"x","data":{"object":{"customer":"cus 1"}}}"#,
+            r#"{"id":"evt_1","type":"x","data":{"object":{"plan":{"id":"p\u0000"}}}}"#,
+        ] {
+            assert!(parse_stripe(bad.as_bytes()).is_err(), "{bad}");
+        }
+        let long = format!(r#"{{"id":"evt_{}","type":"x"}}"#, "1".repeat(300));
+        assert!(parse_stripe(long.as_bytes()).is_err());
     }
 }

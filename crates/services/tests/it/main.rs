@@ -1,10 +1,15 @@
 //! The services' integration tests: `kombify-sso` and `kombify-health` against real
-//! PostgreSQL and PocketBase, with a fake Zitadel (`sso_env`).
+//! PostgreSQL and PocketBase, with a fake Zitadel (`sso_env`); their PostgreSQL clients over
+//! TLS (`sso_tls`, and in `health`); malformed requests over raw TCP against the binaries
+//! (`edge`, with `wire`).
 
 // Test code: unwrapping is how a test says "this must work" (clippy.toml allows it in
 // `#[test]` functions; this extends it to the helpers beside them).
 #![allow(clippy::unwrap_used)]
 
+mod edge;
 mod health;
 mod sso;
 mod sso_env;
+mod sso_tls;
+mod wire;

@@ -1,7 +1,8 @@
 //! Test environment for `kombify-sso`: a real PostgreSQL (schema + local data applied) and a
 //! real PocketBase (local collections imported), a fake Zitadel (an axum server on loopback
-//! serving a JWKS of RSA keys made with `openssl` and a userinfo endpoint, counting JWKS
-//! fetches), and the service itself in-process on a free port. Shared by the SSO tests and the
+//! serving a JWKS of RSA keys made with `openssl`, tokens signed with `ring` through the
+//! service's own `jose` module, and a userinfo endpoint, counting JWKS fetches), and the service
+//! itself in-process on a free port. Shared by the SSO tests and the
 //! load benchmark (`benches/sso_load.rs` includes it by path).
 //!
 //! Not a mock of PostgreSQL or PocketBase: only Zitadel is faked.
@@ -18,12 +19,11 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Json, Router};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use kombiform_model::services::SsoConfig;
+use kombiform_services::jose::{self, SigningKey};
+use kombiform_services::server::Limits;
 use kombiform_services::sso::{self, Sso};
 
 use kombiform_test_support::pocketbase::{PocketBase, SUPERUSER_EMAIL, SUPERUSER_PASSWORD};
@@ -42,12 +42,12 @@ pub(crate) const STRIPE_SECRETS: [&str; 2] = ["whsec_old_secret", "whsec_new_sec
 /// Zitadel signing key.
 pub(crate) const ZITADEL_SECRET: &str = "zitadelsigningkey0123456789abcdefghij";
 
-/// An RSA key pair made with openssl.
+/// An RSA key pair made with openssl, signing with ring.
 pub(crate) struct RsaKey {
     /// Key id.
     pub kid: String,
-    /// Private key, PEM.
-    pub private_pem: Vec<u8>,
+    /// The private key.
+    pub signer: SigningKey,
     /// Public key, PEM.
     pub public_pem: Vec<u8>,
     /// The JWK of the public key.
@@ -82,38 +82,40 @@ fn openssl(args: &[&str], dir: &Path) -> Result<Vec<u8>> {
 }
 
 impl RsaKey {
-    /// A fresh 2048-bit key.
+    /// A fresh 2048-bit key (`openssl genrsa`, converted to PKCS#8 DER for ring).
     pub(crate) fn generate(kid: &str) -> Result<RsaKey> {
         let dir = tempfile::tempdir()?;
         openssl(&["genrsa", "-out", "k.pem", "2048"], dir.path())?;
-        let private_pem = std::fs::read(dir.path().join("k.pem"))?;
-        let public_pem = openssl(&["rsa", "-in", "k.pem", "-pubout"], dir.path())?;
-        let modulus = String::from_utf8(openssl(
-            &["rsa", "-in", "k.pem", "-noout", "-modulus"],
+        let der = openssl(
+            &[
+                "pkcs8", "-topk8", "-nocrypt", "-in", "k.pem", "-outform", "DER",
+            ],
             dir.path(),
-        )?)?;
-        let hex_n = modulus
-            .trim()
-            .strip_prefix("Modulus=")
-            .context("openssl modulus output")?;
-        let n = hex::decode(hex_n)?;
-        let jwk = json!({"kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
-                         "n": URL_SAFE_NO_PAD.encode(n), "e": URL_SAFE_NO_PAD.encode([1u8, 0, 1])});
+        )?;
+        let public_pem = openssl(&["rsa", "-in", "k.pem", "-pubout"], dir.path())?;
+        let signer = SigningKey::rs256_from_pkcs8(&der).context("the openssl key in ring")?;
+        let jwk = signer.public_jwk(kid);
         Ok(RsaKey {
             kid: kid.to_string(),
-            private_pem,
+            signer,
             public_pem,
             jwk,
         })
     }
 
-    /// Signs `claims` with RS256 and this key's kid.
+    /// Signs `claims` with RS256 and this key's kid (`typ: JWT`, as Zitadel does).
     pub(crate) fn sign(&self, claims: &Value) -> String {
-        let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some(self.kid.clone());
-        let key = EncodingKey::from_rsa_pem(&self.private_pem)
-            .unwrap_or_else(|e| panic!("test key: {e}"));
-        jsonwebtoken::encode(&header, claims, &key).unwrap_or_else(|e| panic!("signing: {e}"))
+        let mut header = Map::new();
+        header.insert("kid".into(), self.kid.clone().into());
+        header.insert("typ".into(), "JWT".into());
+        self.sign_with(&header, claims)
+    }
+
+    /// Signs `claims` under exactly `header` (plus `alg: RS256`).
+    pub(crate) fn sign_with(&self, header: &Map<String, Value>, claims: &Value) -> String {
+        self.signer
+            .sign(header, claims)
+            .unwrap_or_else(|e| panic!("signing: {e}"))
     }
 }
 
@@ -157,7 +159,7 @@ async fn userinfo(
     let payload = token
         .split('.')
         .nth(1)
-        .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|p| jose::b64_decode(p).ok())
         .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
     let Some(sub) = payload
         .as_ref()
@@ -192,6 +194,10 @@ pub(crate) struct SsoEnv {
     pub url: String,
     /// A client for the service.
     pub http: reqwest::Client,
+    /// The service's configuration (pointing at these servers).
+    pub config: SsoConfig,
+    /// The service's secrets, as environment variables.
+    pub secrets: HashMap<&'static str, String>,
 }
 
 /// The platform database name.
@@ -262,12 +268,14 @@ impl SsoEnv {
             ("STRIPE_WEBHOOK_SECRET", STRIPE_SECRETS.join(",")),
             ("ZITADEL_WEBHOOK_SECRET", ZITADEL_SECRET.to_string()),
         ]);
-        let service = Arc::new(Sso::new(config, |n| env.get(n).cloned())?);
+        let service = Arc::new(Sso::new(config.clone(), |n| env.get(n).cloned())?);
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
         let url = format!("http://{}", listener.local_addr()?);
         rt.block_on(service.warm_up());
         let s = Arc::clone(&service);
-        rt.spawn(async move { sso::serve(listener, s, std::future::pending()).await });
+        rt.spawn(async move {
+            sso::serve(listener, s, Limits::default(), std::future::pending()).await
+        });
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(kombiform_sys::tls::client_config()?)
             .no_proxy()
@@ -282,6 +290,8 @@ impl SsoEnv {
             sso: service,
             url,
             http,
+            config,
+            secrets: env,
         })
     }
 

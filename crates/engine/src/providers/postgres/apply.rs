@@ -58,10 +58,55 @@ pub(super) fn apply(client: &mut Client, changes: &[&Change]) -> Result<()> {
         apply_one(&mut tx, &mut batch, c)
             .with_context(|| format!("{}: {} failed", c.address, c.action.as_str()))?;
     }
-    tx.commit()
+    let xid: i64 = tx
+        .query_one("SELECT txid_current()", &[])
         .map_err(transient_or)
-        .context("committing the apply transaction")?;
+        .context("reading the apply transaction's id")?
+        .get(0);
+    tx.commit().map_err(|e| {
+        let e = transient_or(e);
+        if crate::providers::transient(&e).is_some() {
+            // The answer to COMMIT was lost: the transaction may have committed.
+            anyhow::Error::new(CommitInDoubt { xid }).context(format!("{e:#}"))
+        } else {
+            e.context("committing the apply transaction")
+        }
+    })?;
     Ok(())
+}
+
+/// The connection was lost while `COMMIT` was answered: whether transaction `xid` committed
+/// is asked on a new connection (`txid_status`) before anything is retried.
+#[derive(Debug)]
+pub(super) struct CommitInDoubt {
+    pub(super) xid: i64,
+}
+
+impl std::fmt::Display for CommitInDoubt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the answer to COMMIT of transaction {} was lost",
+            self.xid
+        )
+    }
+}
+
+impl std::error::Error for CommitInDoubt {}
+
+/// Whether transaction `xid` committed: `Some(true)` committed, `Some(false)` aborted,
+/// `None` unknown (still in progress, or too old to tell).
+pub(super) fn committed(client: &mut Client, xid: i64) -> Result<Option<bool>> {
+    let status: Option<String> = client
+        .query_one("SELECT txid_status($1)", &[&xid])
+        .map_err(transient_or)
+        .context("asking whether the apply transaction committed")?
+        .get(0);
+    Ok(match status.as_deref() {
+        Some("committed") => Some(true),
+        Some("aborted") => Some(false),
+        _ => None,
+    })
 }
 
 fn apply_one(tx: &mut Transaction<'_>, batch: &mut Batch, c: &Change) -> Result<()> {
@@ -390,17 +435,19 @@ fn alter(tx: &mut Transaction<'_>, def: &TableDef, qname: &str, a: &AttrChange) 
 // ---------------------------------------------------------------------------------------
 
 /// Appends `record` to `kombify.audit_log`: actor, action `apply`, the environment as target,
-/// details (plan hash, times, command, changes, error) as jsonb, and the result mapped to
-/// the table's vocabulary (`succeeded` → `success`, `failed` → `failure`,
-/// `refused` → `denied`).
+/// details (id, plan hash, times, command, changes, error) as jsonb, and the result mapped to
+/// the table's vocabulary (`succeeded` → `success`; `failed`, `partially failed`,
+/// `interrupted` → `failure`; `refused` → `denied`; the exact result is in the details). A
+/// record whose id is already there (delivered again after a lost answer) is not added twice.
 pub(super) fn record_audit(client: &mut Client, record: &AuditRecord) -> Result<()> {
     let result = match record.result.as_str() {
         "succeeded" => "success",
-        "failed" => "failure",
+        "failed" | "partially failed" | "interrupted" => "failure",
         "refused" => "denied",
         other => bail!("unknown audit result {other:?}"),
     };
     let details = json!({
+        "id": record.id,
         "plan_hash": record.plan_hash,
         "started_at": record.started_at,
         "finished_at": record.finished_at,
@@ -408,6 +455,8 @@ pub(super) fn record_audit(client: &mut Client, record: &AuditRecord) -> Result<
         "result": record.result,
         "error": record.error,
         "changes": record.changes,
+        "adopted": record.adopted,
+        "forgotten": record.forgotten,
     })
     .to_string();
     let actor = if record.actor.is_empty() {
@@ -418,8 +467,10 @@ pub(super) fn record_audit(client: &mut Client, record: &AuditRecord) -> Result<
     client
         .execute(
             "INSERT INTO kombify.audit_log (actor, action, target, details, result) \
-             VALUES ($1, 'apply', $2, CAST($3::text AS jsonb), $4)",
-            &[&actor, &record.env, &details, &result],
+             SELECT $1, 'apply', $2, CAST($3::text AS jsonb), $4 \
+             WHERE $5 = '' OR NOT EXISTS (SELECT 1 FROM kombify.audit_log \
+                 WHERE action = 'apply' AND target = $2 AND details->>'id' = $5)",
+            &[&actor, &record.env, &details, &result, &record.id],
         )
         .map_err(transient_or)
         .context("appending to kombify.audit_log")?;

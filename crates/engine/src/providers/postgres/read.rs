@@ -361,21 +361,92 @@ impl Kind {
     }
 }
 
-/// A database error worth retrying (serialization failure, deadlock, too many connections,
-/// server starting or shutting down, connection lost) becomes a [`Transient`] error.
+/// A database error worth retrying becomes a [`Transient`] error: serialization failure and
+/// deadlock (class 40), too many connections (53300), the server shutting down, crashed or
+/// starting (57P01, 57P02, 57P03), connection exceptions (class 08), and every failure to
+/// reach or keep the server: connection refused, reset or aborted, a broken pipe, an
+/// unexpected end of the stream, a timeout, a connection already closed.
 pub(super) fn transient_or(e: postgres::Error) -> anyhow::Error {
-    let code = e.code().map(|c| c.code().to_string());
-    let retry = match code.as_deref() {
-        Some(c) => c.starts_with("40") || c == "53300" || c == "57P03" || c.starts_with("08"),
-        None => e.is_closed(),
-    };
-    if retry {
+    if is_transient(&e) {
         // The Transient is the root of the chain, so `providers::transient` finds it.
         anyhow::Error::new(Transient {
-            message: format!("{NAME}: {e}"),
+            message: format!("{NAME}: {}", ErrorChain(&e)),
             retry_after: None,
         })
     } else {
         anyhow::Error::new(e)
+    }
+}
+
+fn is_transient(e: &postgres::Error) -> bool {
+    if let Some(code) = e.code() {
+        let c = code.code();
+        return c.starts_with("40")
+            || c.starts_with("08")
+            || matches!(c, "53300" | "57P01" | "57P02" | "57P03");
+    }
+    e.is_closed() || io_kind(e).is_some_and(is_transient_io)
+}
+
+/// The kind of the I/O error somewhere below `e`, if any.
+fn io_kind(e: &postgres::Error) -> Option<std::io::ErrorKind> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        source = s.source();
+    }
+    None
+}
+
+fn is_transient_io(kind: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        kind,
+        K::ConnectionRefused
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::NotConnected
+            | K::BrokenPipe
+            | K::UnexpectedEof
+            | K::TimedOut
+            | K::Interrupted
+            | K::AddrNotAvailable
+    )
+}
+
+/// An error with its sources, `: `-separated (the postgres crate's `Display` hides them).
+struct ErrorChain<'a>(&'a postgres::Error);
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = std::error::Error::source(self.0);
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_connections_are_transient_and_other_io_is_not() {
+        use std::io::ErrorKind as K;
+        for k in [
+            K::ConnectionRefused,
+            K::ConnectionReset,
+            K::UnexpectedEof,
+            K::BrokenPipe,
+        ] {
+            assert!(is_transient_io(k), "{k:?}");
+        }
+        assert!(!is_transient_io(K::PermissionDenied));
+        assert!(!is_transient_io(K::InvalidData));
     }
 }
