@@ -960,8 +960,7 @@ fn cmd_apply(args: DeployArgs, flags: ApplyFlags) -> Result<u8> {
             p
         }
         None => {
-            let mut p =
-                ops::make_plan(env, &hash, &state, &providers, &live, &args.allow_destroy)?;
+            let mut p = ops::make_plan(env, &hash, &state, &providers, &live, &args.allow_destroy)?;
             if let Some(s) = &selection {
                 ops::restrict(&mut p, s);
             }

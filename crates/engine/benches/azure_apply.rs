@@ -19,19 +19,31 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use kombiform_arm_standin::{Config, Faults, StandIn};
 use kombiform_azure::{Arm, ArmConfig, ArmOptions};
 use kombiform_emit::azure;
-use kombiform_engine::apply::{self, Event};
+use kombiform_engine::apply::{self, Event, Interrupt, Recorder};
 use kombiform_engine::ops;
 use kombiform_engine::providers::azure::Azure;
 use kombiform_engine::providers::{Client, Provider};
 use kombiform_engine::state::State;
-use kombiform_plan::Plan;
+use kombiform_plan::{Change, Plan};
+
+/// The bench keeps no state: it measures the calls, not the journal.
+struct NoState;
+
+impl Recorder for NoState {
+    fn started(&mut self, _: &[&Change]) -> Result<()> {
+        Ok(())
+    }
+    fn done(&mut self, _: &[&Change]) -> Result<()> {
+        Ok(())
+    }
+}
 
 fn main() {
     if let Err(e) = run() {
@@ -94,7 +106,7 @@ fn run() -> Result<()> {
         let inventory = azure::inventory(env).context("prod is on Azure")?;
         Ok(Provider {
             target: &kombiform_emit::targets::azure::Azure,
-            client: Box::new(Azure::new(inventory, arm, lookup)?),
+            client: Arc::new(Azure::new(inventory, arm, lookup)?),
         })
     };
     let state = State::new("prod", "bench");
@@ -103,9 +115,9 @@ fn run() -> Result<()> {
     let providers = vec![connect()?];
     let live = ops::read_live(&providers)?;
     let plan = ops::make_plan(env, "bench", &state, &providers, &live, &[])?;
-    let by_name: BTreeMap<String, &dyn Client> = providers
+    let by_name: BTreeMap<String, Arc<dyn Client>> = providers
         .iter()
-        .map(|p| (p.name().to_string(), p.client.as_ref()))
+        .map(|p| (p.name().to_string(), Arc::clone(&p.client)))
         .collect();
     let opts = apply::Options {
         parallelism,
@@ -125,7 +137,14 @@ fn run() -> Result<()> {
         }
     };
     let started = Instant::now();
-    let report = apply::apply(&plan, &by_name, &opts, &mut |_| Ok(()), &observe);
+    let report = apply::apply(
+        &plan,
+        &by_name,
+        &opts,
+        &mut NoState,
+        &Interrupt::new(),
+        &observe,
+    );
     let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
     anyhow::ensure!(report.succeeded(), "the apply failed: {:?}", report.failed);
     let durations = durations.into_inner().unwrap_or_default();
