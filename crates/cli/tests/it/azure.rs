@@ -148,7 +148,7 @@ const APPLY: &[&str] = &[
     "--auto-approve",
     "--parallelism",
     "16",
-    "--events",
+    "--format",
     "json",
 ];
 
@@ -364,9 +364,14 @@ fn deleting_a_dedicated_tenants_instance_needs_consent() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("azure.containerapp.kfy-prod-t-globex"));
     let out = cloud.run(APPLY, true).unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("azure.containerapp.kfy-prod-t-globex"));
+    // The refusal names the consent to give: the tenant, not an address.
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--allow-destroy tenant:globex"),
+        "{}",
+        text(&out)
+    );
     let mut consent = plan.to_vec();
-    consent.extend(["--allow-destroy", "azure.containerapp.kfy-prod-t-globex"]);
+    consent.extend(["--allow-destroy", "tenant:globex"]);
     let out = cloud.run(&consent, true).unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
