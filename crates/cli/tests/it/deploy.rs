@@ -143,13 +143,13 @@ impl Lab {
 
     pub(crate) fn collections(&self) -> Result<Vec<String>> {
         let token = self.pb.superuser_token()?;
-        let mut res = self
+        let res = self
             .pb
             .agent()
             .get(format!("{}/api/collections?perPage=1000", self.pb.url()))
             .header("Authorization", &token)
-            .call()?;
-        let v: Value = res.body_mut().read_json()?;
+            .send()?;
+        let v: Value = res.json()?;
         let mut names: Vec<String> = v["items"]
             .as_array()
             .map(|a| {
@@ -514,16 +514,17 @@ fn pb_call(
 ) -> Result<(u16, Value)> {
     let url = format!("{}{path}", lab.pb.url());
     let agent = lab.pb.agent();
-    let mut res = match (method, body) {
-        ("GET", _) => agent.get(&url).header("Authorization", token).call()?,
+    let res = match (method, body) {
+        ("GET", _) => agent.get(&url).header("Authorization", token).send()?,
         ("POST", b) => agent
             .post(&url)
             .header("Authorization", token)
-            .send_json(b.unwrap_or(Value::Null))?,
+            .json(&b.unwrap_or(Value::Null))
+            .send()?,
         (other, _) => anyhow::bail!("unsupported method {other}"),
     };
     let status = res.status().as_u16();
-    let text = res.body_mut().read_to_string().unwrap_or_default();
+    let text = res.text().unwrap_or_default();
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
 }
 

@@ -517,12 +517,13 @@ fn allowed_cidrs_become_firewall_rules_written_one_at_a_time() {
     assert_eq!(p.name, "prod");
     p.postgres.allowed_cidrs = vec!["198.51.100.0/24".into(), "203.0.113.7/32".into()];
     let files = bicep_files(&model);
-    let pg = &files["prod/bicep/modules/postgres.bicep"];
-    assert!(syntax_errors(pg).is_empty(), "{pg}");
+    let main = &files["prod/bicep/main.bicep"];
+    assert!(syntax_errors(main).is_empty(), "{main}");
+    let rule_type = "'Microsoft.DBforPostgreSQL/flexibleServers/firewallRules@2025-08-01'";
     assert_eq!(
-        resource_count(pg),
-        1 + 3 + 3,
-        "server, 3 firewall rules, 3 databases"
+        main.matches(rule_type).count(),
+        3,
+        "Azure services and 2 client rules"
     );
     for (ident, name, start, end, after) in [
         (
@@ -541,18 +542,21 @@ fn allowed_cidrs_become_firewall_rules_written_one_at_a_time() {
         ),
     ] {
         let rule = format!(
-            "resource {ident} 'Microsoft.DBforPostgreSQL/flexibleServers/firewallRules@2025-08-01' = {{\n  \
-             parent: server\n  name: '{name}'\n  properties: {{\n    startIpAddress: '{start}'\n    \
-             endIpAddress: '{end}'\n  }}\n  dependsOn: [\n    {after}\n  ]\n}}\n"
+            "resource {ident} {rule_type} = {{\n  parent: postgres\n  name: '{name}'\n  \
+             dependsOn: [\n    {after}\n  ]\n  properties: {{\n    startIpAddress: '{start}'\n    \
+             endIpAddress: '{end}'\n  }}\n}}\n"
         );
-        assert!(pg.contains(&rule), "{rule}\nnot in\n{pg}");
+        assert!(main.contains(&rule), "{rule}\nnot in\n{main}");
     }
     // The first database waits for the last rule: one write at a time.
-    let first_db = pg.find("resource databaseKombifyAdmin").unwrap();
-    assert!(pg[first_db..].contains("dependsOn: [\n    allowClient1\n  ]"));
+    let first_db = main.find("resource databaseKombifyAdmin").unwrap();
+    assert!(main[first_db..].contains("dependsOn: [\n    allowClient1\n  ]"));
     // Without allowedCidrs, only Azure's own services are let in.
-    let plain = bicep_files(&example());
-    assert!(!plain["prod/bicep/modules/postgres.bicep"].contains("allowClient"));
+    let mut plain = example();
+    plain.platforms[1].postgres.allowed_cidrs.clear();
+    let plain = bicep_files(&plain);
+    assert!(!plain["prod/bicep/main.bicep"].contains("allowClient"));
+    assert_eq!(plain["prod/bicep/main.bicep"].matches(rule_type).count(), 1);
 }
 
 #[test]

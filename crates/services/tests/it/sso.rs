@@ -919,15 +919,10 @@ fn the_binary_starts_from_the_generated_config_and_names_missing_secrets() {
         })
         .expect("kombify-sso logs its address");
     std::thread::spawn(move || for _ in lines {});
-    let agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .proxy(None)
-            .build(),
-    );
+    let agent = kombiform_test_support::http::client(std::time::Duration::from_secs(10)).unwrap();
     let health = agent
         .get(format!("http://{address}/health"))
-        .call()
+        .send()
         .unwrap();
     let status = health.status().as_u16();
     let rid = health
@@ -938,13 +933,8 @@ fn the_binary_starts_from_the_generated_config_and_names_missing_secrets() {
         .to_string();
     let ready = agent
         .get(format!("http://{address}/ready"))
-        .call()
-        .map(|mut r| {
-            (
-                r.status().as_u16(),
-                r.body_mut().read_to_string().unwrap_or_default(),
-            )
-        });
+        .send()
+        .map(|r| (r.status().as_u16(), r.text().unwrap_or_default()));
     let _ = child.kill();
     let _ = child.wait();
     drop(silent);
