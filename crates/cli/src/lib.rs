@@ -10,5 +10,9 @@
 //! services (no web server or JWT crate in the `kombiform` build).
 
 pub mod cli;
+mod help;
+mod offline;
 pub mod output;
+mod paint;
+mod progress;
 pub mod signals;

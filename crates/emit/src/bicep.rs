@@ -1,36 +1,40 @@
-//! The Bicep emitter: an Azure environment's infrastructure as readable, deployable Bicep.
+//! The Bicep emitter: an Azure environment's infrastructure as readable, deployable Bicep,
+//! rendered from the Azure inventory (`crate::azure`): the same resources, bodies and
+//! dependencies the ARM provider applies.
 //!
-//! For every environment whose Platform has `azure`, it writes `<env>/bicep/main.bicep`
-//! (the platform: Log Analytics, identity, Key Vault, storage, Container Apps environment and
-//! apps, PostgreSQL, Redis, Front Door, alerts), the modules it uses
-//! (`<env>/bicep/modules/*.bicep`) and the dedicated tenant instances in stable hash buckets
-//! (`<env>/bicep/tenants/bucket-NNN.bicep`), each bucket a deployment of its own so that no
-//! deployment outgrows ARM's limits (800 resources, 4 MB) at any tenant count.
+//! For every environment whose Platform has `azure`, it writes `<env>/bicep/main.bicep` (the
+//! platform: Log Analytics, identity, Key Vault and its role assignment, storage, Container
+//! Apps environment and apps, PostgreSQL, Redis, Front Door, alerts, one `resource` each) and
+//! the dedicated tenant instances in stable hash buckets (`<env>/bicep/tenants/bucket-NNN.bicep`,
+//! a loop over the bucket's tenants), each bucket a deployment of its own so that no deployment
+//! outgrows ARM's limits (800 resources, 4 MB) at any tenant count.
 //!
-//! Files are rendered from the minijinja templates in `templates/bicep/` (embedded in the
-//! binary). This module prepares plain, pre-sorted data for them; templates do the layout.
+//! What the inventory knows only at deployment becomes a Bicep expression: another resource's
+//! id or property (`identity.properties.principalId`), the workspace's shared key
+//! (`logs.listKeys().primarySharedKey`). Secrets stay references: Key Vault secrets for
+//! Container Apps (`keyVaultUrl` + identity); the PostgreSQL password and environment-variable
+//! secrets are `@secure()` parameters without a default, supplied by whoever deploys.
 //!
-//! What it is not: it deploys nothing (the ARM apply does, resource by resource) and checks
-//! nothing the validator already checked. Secrets stay references: Key Vault secret names for
-//! Container Apps (`keyVaultUrl` + identity) and `getSecret` for the PostgreSQL password;
-//! environment-variable secrets become `@secure()` parameters without a default.
+//! What it is not: it deploys nothing (the ARM provider does, resource by resource). The
+//! resource group and the Key Vault secrets' values are not in these files: the group is the
+//! deployment's scope, secret values never touch a file.
 
-use std::collections::BTreeSet;
-use std::sync::OnceLock;
-
-use minijinja::{Environment, UndefinedBehavior, Value};
-use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 
 use super::Files;
-use kombiform_model::{
-    naming, EnvValue, InstanceMode, Platform, Protocol, Scale, SecretRef, Service, Tenant,
-};
-use kombiform_model::{Access, Env};
+use crate::azure::{self, ArmResource, Family, Inventory, SecretSource, Value};
+use kombiform_model::{Env, Tenant};
+
+#[cfg(test)]
+use crate::azure::build::bicep_ident;
 
 /// Api-versions pinned per resource type (the newest stable versions in `ref/arm.md`, §2;
 /// types it does not list are marked).
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug)]
 pub struct ApiVersions {
+    /// `Microsoft.Resources/resourceGroups`.
+    pub resource_groups: &'static str,
     /// `Microsoft.OperationalInsights/workspaces`.
     pub log_analytics: &'static str,
     /// `Microsoft.ManagedIdentity/userAssignedIdentities` (not in arm.md: the current GA version).
@@ -56,9 +60,10 @@ pub struct ApiVersions {
 }
 
 impl ApiVersions {
-    /// (field name, api-version) pairs, as templates see them (`api.key_vault`).
-    pub fn entries(&self) -> [(&'static str, &'static str); 11] {
+    /// (field name, api-version) pairs, by field name.
+    pub fn entries(&self) -> [(&'static str, &'static str); 12] {
         [
+            ("resource_groups", self.resource_groups),
             ("log_analytics", self.log_analytics),
             ("identity", self.identity),
             ("key_vault", self.key_vault),
@@ -76,6 +81,7 @@ impl ApiVersions {
 
 /// The api-versions every generated file uses.
 pub const API: ApiVersions = ApiVersions {
+    resource_groups: "2025-04-01",
     log_analytics: "2026-03-01",
     identity: "2023-01-31",
     key_vault: "2026-04-01",
@@ -95,272 +101,536 @@ pub const TARGET_PER_BUCKET: usize = 256;
 /// Most tenants one bucket may hold: half of ARM's 800 resources per deployment.
 pub const MAX_PER_BUCKET: usize = 400;
 
-const TEMPLATES: &[(&str, &str)] = &[
-    ("main.bicep", include_str!("../templates/bicep/main.bicep")),
-    (
-        "modules/log-analytics.bicep",
-        include_str!("../templates/bicep/modules/log-analytics.bicep"),
-    ),
-    (
-        "modules/identity.bicep",
-        include_str!("../templates/bicep/modules/identity.bicep"),
-    ),
-    (
-        "modules/key-vault.bicep",
-        include_str!("../templates/bicep/modules/key-vault.bicep"),
-    ),
-    (
-        "modules/storage.bicep",
-        include_str!("../templates/bicep/modules/storage.bicep"),
-    ),
-    (
-        "modules/container-env.bicep",
-        include_str!("../templates/bicep/modules/container-env.bicep"),
-    ),
-    (
-        "modules/container-app.bicep",
-        include_str!("../templates/bicep/modules/container-app.bicep"),
-    ),
-    (
-        "modules/postgres.bicep",
-        include_str!("../templates/bicep/modules/postgres.bicep"),
-    ),
-    (
-        "modules/redis.bicep",
-        include_str!("../templates/bicep/modules/redis.bicep"),
-    ),
-    (
-        "modules/front-door.bicep",
-        include_str!("../templates/bicep/modules/front-door.bicep"),
-    ),
-    (
-        "modules/monitoring.bicep",
-        include_str!("../templates/bicep/modules/monitoring.bicep"),
-    ),
-    (
-        "tenants/bucket.bicep",
-        include_str!("../templates/bicep/tenants/bucket.bicep"),
-    ),
-];
-
-/// Modules written for every Azure environment (the Front Door module only with Front Door).
-const MODULES: &[&str] = &[
-    "modules/log-analytics.bicep",
-    "modules/identity.bicep",
-    "modules/key-vault.bicep",
-    "modules/storage.bicep",
-    "modules/container-env.bicep",
-    "modules/container-app.bicep",
-    "modules/postgres.bicep",
-    "modules/redis.bicep",
-    "modules/monitoring.bicep",
-];
-
 /// Adds the Bicep files of one environment (none when it has no `azure` section).
 pub fn emit(env: Env<'_>, files: &mut Files) {
-    let p = env.platform;
-    let Some(az) = p.azure.as_ref() else {
+    let Some(inv) = azure::inventory(env) else {
         return;
     };
-    let root = format!("{}/bicep", p.name);
-    let names = Names::of(p);
-    let tags: Vec<Tag<'_>> = az
-        .tags
-        .iter()
-        .map(|(key, value)| Tag { key, value })
-        .collect();
-    let mut params = SecureParams::default();
-    let apps = platform_apps(p, &mut params);
-
-    let dedicated: Vec<&Tenant> = env
-        .tenants()
-        .filter(|t| t.instance == InstanceMode::Dedicated)
-        .collect();
-    let kombistack = p.service("kombistack").filter(|s| s.enabled);
-    let buckets = match kombistack {
-        Some(_) => buckets(&dedicated),
-        None => Vec::new(),
-    };
-    let width = bucket_width(buckets.len());
-    let bucket_paths: Vec<(usize, String)> = buckets
-        .iter()
-        .enumerate()
-        .filter(|(_, b)| !b.is_empty())
-        .map(|(i, _)| (i, format!("tenants/bucket-{i:0width$}.bicep")))
-        .collect();
-
-    let fd = p.front_door.as_ref().map(|fd| front_door(p, fd, &apps));
-    let pg = &p.postgres;
-    let pg_password = match &pg.admin_password {
-        SecretRef::KeyVault(name) => format!("vault.getSecret({})", quote(name)),
-        SecretRef::Env(var) => params.add(var, "The PostgreSQL administrator password"),
-    };
-    let key_vault_secrets = key_vault_secrets(p, &apps);
-    let kong_ident = apps.first().map_or("appKong", |a| a.ident.as_str());
-
-    let main = minijinja::context! {
-        env => p.name.as_str(),
-        resource_group => az.resource_group.as_str(),
-        location => az.location.as_str(),
-        tenant_id => az.tenant_id.as_str(),
-        tags => sv(&tags),
-        names => sv(&names),
-        log_retention_days => az.log_retention_days,
-        blob_retention_days => p.backup.blob_retention_days.clamp(1, 365),
-        pg => minijinja::context! {
-            version => pg.version.as_str(),
-            sku => pg.sku.as_str(),
-            tier => pg.tier.as_str(),
-            storage_gb => pg.storage_gb,
-            backup_retention_days => pg.backup_retention_days,
-            geo_redundant_backup => pg.geo_redundant_backup,
-            high_availability => pg.high_availability,
-            admin_user => pg.admin_user.as_str(),
-            password => pg_password.as_str(),
-        },
-        redis => minijinja::context! {
-            sku => p.redis.sku.as_str(),
-            family => if p.redis.sku.eq_ignore_ascii_case("premium") { "P" } else { "C" },
-            capacity => p.redis.capacity,
-            non_ssl => !p.redis.ssl,
-        },
-        apps => sv(&apps),
-        kong_ident => kong_ident,
-        fd => sv(&fd),
-        secure_params => sv(&params.list),
-        key_vault_secrets => sv(&key_vault_secrets),
-        orphans => if kombistack.is_none() { dedicated.len() } else { 0 },
-        buckets => sv(&bucket_paths.iter().map(|(_, path)| path.as_str()).collect::<Vec<_>>()),
-    };
-    files.insert(format!("{root}/main.bicep"), render("main.bicep", &main));
-
-    let firewall = firewall_rules(&pg.allowed_cidrs);
-    let last_rule = firewall.last().map_or("allowAzure", |r| r.ident.as_str());
-    let databases = databases(&pg.databases, last_rule);
-    let module_ctx = minijinja::context! {
-        firewall_rules => sv(&firewall),
-        databases => sv(&databases),
-        fd => sv(&fd),
-        mon => sv(&monitoring(p)),
-    };
-    for module in MODULES {
-        files.insert(format!("{root}/{module}"), render(module, &module_ctx));
+    let root = format!("{}/bicep", inv.env);
+    files.insert(format!("{root}/main.bicep"), main(&inv));
+    for f in &inv.families {
+        files.insert(format!("{root}/{}", f.file), bucket(&inv, f));
     }
-    if fd.is_some() {
-        let module = "modules/front-door.bicep";
-        files.insert(format!("{root}/{module}"), render(module, &module_ctx));
-    }
+}
 
-    if let Some(service) = kombistack {
-        let mut tenant_params = SecureParams::default();
-        let mut app = service_app(p, service, &mut tenant_params);
-        app.env.retain(|e| {
-            !matches!(
-                e.name.as_str(),
-                "TENANT_SLUG" | "TENANT_ORG_ID" | "TENANT_STATUS"
-            )
-        });
-        for (i, path) in &bucket_paths {
-            let rows: Vec<TenantRow<'_>> = buckets[*i]
+// ---------------------------------------------------------------------------------------
+// Files
+// ---------------------------------------------------------------------------------------
+
+/// `main.bicep`: every resource of the main deployment.
+fn main(inv: &Inventory) -> String {
+    let declared: Vec<&ArmResource> = inv.resources.iter().filter(|r| r.in_bicep()).collect();
+    let symbols: BTreeMap<&str, &str> = declared
+        .iter()
+        .map(|r| (r.address.as_str(), r.symbol.as_str()))
+        .collect();
+    let mut params = Params::default();
+    for r in &declared {
+        params.collect(&r.body, "");
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "// The Azure platform of environment `{}`.",
+        escape(&inv.env)
+    );
+    out.push_str("// Generated by kombiform from the specs. Do not edit: change the specs and run `kombiform build`.\n");
+    out.push_str("//\n// kombiform deploys these resources itself (`kombiform apply`, resource by resource, over\n// ARM); this file is the readable break-glass path, into an existing resource group:\n");
+    let _ = writeln!(
+        out,
+        "//   az group create --name {} --location {}",
+        escape(&inv.resource_group),
+        escape(&inv.location)
+    );
+    let _ = writeln!(
+        out,
+        "//   az deployment group create --resource-group {} --template-file main.bicep{}",
+        escape(&inv.resource_group),
+        params.command_line(inv)
+    );
+    let secrets: Vec<&ArmResource> = inv
+        .resources
+        .iter()
+        .filter(|r| r.type_ == "Microsoft.KeyVault/vaults/secrets")
+        .collect();
+    if !secrets.is_empty() {
+        let _ = writeln!(
+            out,
+            "//\n// Secrets are never in these files. The Container Apps read these Key Vault secrets of\n// {} (`kombiform apply` generates the first {} and asks for the others):",
+            escape(&inv.key_vault),
+            secrets
                 .iter()
-                .map(|t| TenantRow::of(p, t, &service.scale))
-                .collect();
-            let ctx = minijinja::context! {
-                env => p.name.as_str(),
-                resource_group => az.resource_group.as_str(),
-                location => az.location.as_str(),
-                index => i,
-                count => buckets.len(),
-                per_bucket => TARGET_PER_BUCKET,
-                path => path.as_str(),
-                tags => sv(&tags),
-                names => sv(&names),
-                secure_params => sv(&tenant_params.list),
-                tenants => sv(&rows),
-                app => sv(&app),
+                .filter(|r| r.kind == azure::Kind::GeneratedSecret)
+                .count()
+        );
+        for s in &secrets {
+            let how = match s.kind {
+                azure::Kind::GeneratedSecret => "generated",
+                _ => "provided by a person",
             };
-            files.insert(
-                format!("{root}/{path}"),
-                render("tenants/bucket.bicep", &ctx),
+            let _ = writeln!(out, "//   {} ({how})", escape(&s.name));
+        }
+    }
+    if !inv.families.is_empty() {
+        out.push_str("//\n// Dedicated tenant instances are not part of this deployment: each file in\n// tenants/ is deployed on its own, after this one, so that no deployment outgrows ARM's\n// limits however many tenants there are:\n");
+        for f in &inv.families {
+            let _ = writeln!(
+                out,
+                "//   az deployment group create --resource-group {} --template-file {}",
+                escape(&inv.resource_group),
+                escape(&f.file)
             );
         }
     }
+    if inv.orphans > 0 {
+        let _ = writeln!(
+            out,
+            "//\n// {} dedicated tenant(s) get no instance: the `kombistack` service, whose image\n// dedicated instances run, is missing or disabled.",
+            inv.orphans
+        );
+    }
+    preamble(&mut out, inv, &params);
+    let ctx = Ctx {
+        inv,
+        symbols: &symbols,
+        row: None,
+    };
+    for r in &declared {
+        out.push('\n');
+        resource(&mut out, &ctx, r, None);
+    }
+    out.push('\n');
+    let outputs = [
+        (
+            "kongFqdn",
+            "azure.containerapp.",
+            "properties.configuration.ingress.fqdn",
+        ),
+        (
+            "postgresFqdn",
+            "azure.postgres.",
+            "properties.fullyQualifiedDomainName",
+        ),
+        ("redisHostName", "azure.redis.", "properties.hostName"),
+        (
+            "frontDoorHostName",
+            "azure.frontdoor-endpoint.",
+            "properties.hostName",
+        ),
+    ];
+    for (name, prefix, path) in outputs {
+        if let Some(r) = declared.iter().find(|r| r.address.starts_with(prefix)) {
+            let _ = writeln!(out, "output {name} string = {}.{path}", r.symbol);
+        }
+    }
+    out
+}
+
+/// One tenant bucket: the bucket's tenants as rows, the instances as a loop over them.
+fn bucket(inv: &Inventory, f: &Family) -> String {
+    let mut symbols: BTreeMap<&str, &str> = BTreeMap::new();
+    let existing: Vec<&ArmResource> = f.existing.iter().filter_map(|a| inv.get(a)).collect();
+    for r in &existing {
+        symbols.insert(&r.address, &r.symbol);
+    }
+    let mut params = Params::default();
+    params.collect(&f.template.body, "");
+    let (index, count) = f.bucket;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "// Dedicated KombiStack instances of environment `{}`, bucket {index} of {count}.",
+        escape(&inv.env)
+    );
+    out.push_str("// Generated by kombiform from the specs. Do not edit: change the specs and run `kombiform build`.\n//\n");
+    let _ = writeln!(
+        out,
+        "// A tenant's bucket is the FNV-1a (64-bit) hash of its slug modulo {count}, so adding or\n// removing a tenant changes this one file; all buckets are rewritten only when their number\n// doubles (more than {TARGET_PER_BUCKET} tenants per bucket on average). Each bucket is deployed on its\n// own, after main.bicep (it uses the platform's environment, identity and Key Vault):"
+    );
+    let _ = writeln!(
+        out,
+        "//   az deployment group create --resource-group {} --template-file {}{}",
+        escape(&inv.resource_group),
+        escape(&f.file),
+        params.command_line(inv)
+    );
+    preamble(&mut out, inv, &params);
+    out.push_str("\n// The tenants of this bucket, sorted by slug.\nvar tenants = [\n");
+    for row in &f.rows {
+        let fields: Vec<String> = row
+            .fields
+            .iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) => format!("{k}: {}", quote(s)),
+                other => format!("{k}: {other}"),
+            })
+            .collect();
+        let _ = writeln!(out, "  {{ {} }}", fields.join(", "));
+    }
+    out.push_str("]\n");
+    for r in &existing {
+        let _ = writeln!(
+            out,
+            "\nresource {} '{}@{}' existing = {{\n  name: {}\n}}",
+            r.symbol,
+            r.type_,
+            r.api_version,
+            quote(&r.name)
+        );
+    }
+    let ctx = Ctx {
+        inv,
+        symbols: &symbols,
+        row: Some("t"),
+    };
+    out.push('\n');
+    resource(&mut out, &ctx, &f.template, Some("tenants"));
+    out
+}
+
+/// `targetScope`, the location parameter, the secure parameters and the tags.
+fn preamble(out: &mut String, inv: &Inventory, params: &Params) {
+    out.push_str("\ntargetScope = 'resourceGroup'\n\n@description('Azure region of every regional resource.')\n");
+    let _ = writeln!(out, "param location string = {}", quote(&inv.location));
+    for p in &params.list {
+        let _ = writeln!(
+            out,
+            "\n@secure()\n@description({})\nparam {} string",
+            quote(&p.description),
+            p.ident
+        );
+    }
+    out.push_str("\n// Tags on every resource.\nvar tags = {\n");
+    for (k, v) in &inv.tags {
+        let _ = writeln!(out, "  {}: {}", quote(k), quote(v));
+    }
+    out.push_str("}\n");
 }
 
 // ---------------------------------------------------------------------------------------
-// Templates
+// Resources and values
 // ---------------------------------------------------------------------------------------
 
-fn templates() -> &'static Environment<'static> {
-    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let mut env = Environment::new();
-        let syntax = minijinja::syntax::SyntaxConfig::builder()
-            .trim_blocks(true)
-            .lstrip_blocks(true)
-            .keep_trailing_newline(true)
-            .build();
-        match syntax {
-            Ok(s) => env.set_syntax(s),
-            Err(e) => panic!("bicep template syntax configuration: {e}"),
+struct Ctx<'a> {
+    inv: &'a Inventory,
+    /// Address → symbol of the resources this file declares.
+    symbols: &'a BTreeMap<&'a str, &'a str>,
+    /// The loop variable, in a family's file.
+    row: Option<&'a str>,
+}
+
+impl Ctx<'_> {
+    fn symbol(&self, address: &str) -> Option<&str> {
+        self.symbols.get(address).copied()
+    }
+}
+
+/// One `resource` declaration; `over` makes it a loop over that array.
+fn resource(out: &mut String, ctx: &Ctx<'_>, r: &ArmResource, over: Option<&str>) {
+    if let Some(c) = &r.comment {
+        for line in wrap(c, 92) {
+            let _ = writeln!(out, "// {line}");
         }
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        // Every string a template prints must go through one of these filters: `q` (a quoted
-        // literal), `esc` (inside a literal or a comment) or `raw` (an identifier or expression
-        // built here). The formatter refuses anything else, so user text cannot slip into a
-        // file unescaped.
-        env.add_filter("q", |s: &str| Value::from_safe_string(quote(s)));
-        env.add_filter("esc", |s: &str| Value::from_safe_string(escape(s)));
-        env.add_filter("raw", |s: &str| Value::from_safe_string(s.to_string()));
-        env.set_formatter(format_value);
-        let api = API
-            .entries()
-            .into_iter()
-            .map(|(k, v)| (k, Value::from_safe_string(v.to_string())));
-        env.add_global("api", Value::from_pairs(api));
-        for (name, source) in TEMPLATES {
-            if let Err(e) = env.add_template(name, source) {
-                panic!("bicep template {name} does not parse: {e:#}");
+    }
+    let _ = write!(
+        out,
+        "resource {} '{}@{}' = ",
+        r.symbol, r.type_, r.api_version
+    );
+    let row = ctx.row.unwrap_or("t");
+    match over {
+        Some(array) => {
+            let _ = writeln!(out, "[for {row} in {array}: {{");
+        }
+        None => out.push_str("{\n"),
+    }
+    if let Some(parent) = r.parent.as_deref().and_then(|p| ctx.symbol(p)) {
+        let _ = writeln!(out, "  parent: {parent}");
+    }
+    if let Some(scope) = r.scope.as_deref().and_then(|p| ctx.symbol(p)) {
+        let _ = writeln!(out, "  scope: {scope}");
+    }
+    match over {
+        Some(_) => {
+            let _ = writeln!(out, "  name: {row}.name");
+        }
+        None => {
+            let _ = writeln!(out, "  name: {}", quote(&r.name));
+        }
+    }
+    let implied = implied(r);
+    let explicit: Vec<&str> = r
+        .depends_on
+        .iter()
+        .filter(|d| !implied.contains(d.as_str()))
+        .filter_map(|d| ctx.symbol(d))
+        .collect();
+    if !explicit.is_empty() {
+        out.push_str("  dependsOn: [\n");
+        for d in explicit {
+            let _ = writeln!(out, "    {d}");
+        }
+        out.push_str("  ]\n");
+    }
+    if let Value::Object(pairs) = &r.body {
+        for (k, v) in pairs {
+            let _ = write!(out, "  {}: ", key(ctx, k));
+            match (k.as_str(), v) {
+                ("location", Value::Str(l)) if *l == ctx.inv.location => out.push_str("location"),
+                ("tags", Value::Object(t)) if tags_equal(t, &ctx.inv.tags) => out.push_str("tags"),
+                _ => value(out, ctx, v, 1),
             }
+            out.push('\n');
         }
-        env
-    })
-}
-
-/// Prints a value into a template: booleans as Bicep writes them, numbers as they are,
-/// strings only when a filter made them safe.
-fn format_value(
-    out: &mut minijinja::Output<'_>,
-    state: &mut minijinja::State<'_, '_>,
-    value: &Value,
-) -> Result<(), minijinja::Error> {
-    use minijinja::value::ValueKind;
-    match value.kind() {
-        ValueKind::Bool => {
-            let text = if value.is_true() { "true" } else { "false" };
-            out.write_str(text).map_err(minijinja::Error::from)
-        }
-        ValueKind::String if !value.is_safe() => Err(minijinja::Error::new(
-            minijinja::ErrorKind::InvalidOperation,
-            format!("string {value:?} printed without `q`, `esc` or `raw`"),
-        )),
-        _ => minijinja::escape_formatter(out, state, value),
+    }
+    match over {
+        Some(_) => out.push_str("}]\n"),
+        None => out.push_str("}\n"),
     }
 }
 
-/// Renders a template. A failure is a bug in a template (every value it uses is prepared
-/// here and user text only ever passes through the quoting filters), so it panics.
-fn render(name: &str, ctx: &Value) -> String {
-    let env = templates();
-    let result = env.get_template(name).and_then(|t| t.render(ctx));
-    match result {
-        Ok(s) => s,
-        Err(e) => panic!("bicep template {name} failed to render: {e:#}"),
+/// Dependencies Bicep sees by itself: references, parent and scope.
+fn implied(r: &ArmResource) -> BTreeSet<&str> {
+    let mut refs = Vec::new();
+    r.body.refs(&mut refs);
+    let mut set: BTreeSet<&str> = refs.iter().map(|t| t.address.as_str()).collect();
+    set.extend(r.parent.as_deref());
+    set.extend(r.scope.as_deref());
+    set
+}
+
+fn tags_equal(pairs: &[(String, Value)], tags: &[(String, String)]) -> bool {
+    pairs.len() == tags.len()
+        && pairs
+            .iter()
+            .zip(tags)
+            .all(|((k, v), (tk, tv))| k == tk && *v == Value::Str(tv.clone()))
+}
+
+/// An object key: bare when it is an identifier, `'${x.id}'` when it is the id of a resource
+/// this file declares, else quoted.
+fn key(ctx: &Ctx<'_>, k: &str) -> String {
+    let bare = k
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if bare {
+        return k.to_string();
+    }
+    let by_id = ctx
+        .inv
+        .resources
+        .iter()
+        .find(|r| r.id == k)
+        .and_then(|r| ctx.symbol(&r.address));
+    match by_id {
+        Some(sym) => format!("'${{{sym}.id}}'"),
+        None => quote(k),
     }
 }
 
-fn sv<T: Serialize>(x: &T) -> Value {
-    Value::from(minijinja::value::Serde(x))
+fn pad(out: &mut String, depth: usize) {
+    for _ in 0..depth {
+        out.push_str("  ");
+    }
+}
+
+/// A value at nesting `depth` (the caller wrote the indentation of its first line).
+fn value(out: &mut String, ctx: &Ctx<'_>, v: &Value, depth: usize) {
+    match v {
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Value::Decimal(d) => {
+            let _ = write!(out, "json({})", quote(d));
+        }
+        Value::Str(s) => out.push_str(&quote(s)),
+        Value::Array(items) if items.is_empty() => out.push_str("[]"),
+        Value::Array(items) => {
+            out.push_str("[\n");
+            for item in items {
+                pad(out, depth + 1);
+                match inline(ctx, item, depth + 1) {
+                    Some(line) => out.push_str(&line),
+                    None => value(out, ctx, item, depth + 1),
+                }
+                out.push('\n');
+            }
+            pad(out, depth);
+            out.push(']');
+        }
+        Value::Object(pairs) if pairs.is_empty() => out.push_str("{}"),
+        Value::Object(pairs) => {
+            out.push_str("{\n");
+            for (k, v) in pairs {
+                pad(out, depth + 1);
+                let _ = write!(out, "{}: ", key(ctx, k));
+                value(out, ctx, v, depth + 1);
+                out.push('\n');
+            }
+            pad(out, depth);
+            out.push('}');
+        }
+        Value::Concat(parts) => {
+            out.push('\'');
+            for p in parts {
+                match p {
+                    Value::Str(s) => out.push_str(&escape(s)),
+                    other => {
+                        out.push_str("${");
+                        value(out, ctx, other, depth);
+                        out.push('}');
+                    }
+                }
+            }
+            out.push('\'');
+        }
+        Value::Id(t) => match ctx.symbol(&t.address) {
+            Some(sym) => {
+                let _ = write!(out, "{sym}.id");
+            }
+            None => out.push_str(&quote(&t.id)),
+        },
+        Value::Prop { of, path } => {
+            let sym = ctx.symbol(&of.address).unwrap_or("unknownResource");
+            let _ = write!(out, "{sym}.{path}");
+        }
+        Value::SharedKey(of) => {
+            let sym = ctx.symbol(&of.address).unwrap_or("unknownResource");
+            let _ = write!(out, "{sym}.listKeys().primarySharedKey");
+        }
+        Value::Secret(s) => out.push_str(&param_ident(s)),
+        Value::Row(field) => {
+            let _ = write!(out, "{}.{field}", ctx.row.unwrap_or("t"));
+        }
+    }
+}
+
+/// An array item that is a small object of plain values, on one line
+/// (`{ name: 'PORT', value: '8080' }`), when it fits in 100 columns.
+fn inline(ctx: &Ctx<'_>, v: &Value, depth: usize) -> Option<String> {
+    let Value::Object(pairs) = v else {
+        return None;
+    };
+    let scalar = |v: &Value| !matches!(v, Value::Array(_) | Value::Object(_));
+    if pairs.is_empty() || pairs.len() > 3 || !pairs.iter().all(|(_, v)| scalar(v)) {
+        return None;
+    }
+    let mut parts = Vec::with_capacity(pairs.len());
+    for (k, v) in pairs {
+        let mut s = String::new();
+        value(&mut s, ctx, v, depth);
+        parts.push(format!("{}: {s}", key(ctx, k)));
+    }
+    let line = format!("{{ {} }}", parts.join(", "));
+    (depth * 2 + line.len() <= 100).then_some(line)
+}
+
+/// The parameter standing for a secret: `secretEnv_VAR` or `kvSecret_name`.
+fn param_ident(s: &SecretSource) -> String {
+    let safe = |x: &str| -> String {
+        x.chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect()
+    };
+    match s {
+        SecretSource::Env(var) => format!("secretEnv_{}", safe(var)),
+        SecretSource::KeyVault(name) => format!("kvSecret_{}", safe(name)),
+    }
+}
+
+/// `@secure()` parameters: the secrets a file's resources use, declared once each, without a
+/// default, supplied by whoever deploys.
+#[derive(Default)]
+struct Params {
+    list: Vec<Param>,
+}
+
+struct Param {
+    ident: String,
+    source: SecretSource,
+    description: String,
+}
+
+impl Params {
+    fn collect(&mut self, v: &Value, at: &str) {
+        match v {
+            Value::Object(pairs) => pairs
+                .iter()
+                .for_each(|(k, v)| self.collect(v, &azure::join(at, k))),
+            Value::Array(items) | Value::Concat(items) => {
+                items.iter().for_each(|v| self.collect(v, at));
+            }
+            Value::Secret(s) => {
+                let ident = param_ident(s);
+                if self.list.iter().any(|p| p.ident == ident) {
+                    return;
+                }
+                let what = if at.ends_with("administratorLoginPassword") {
+                    "The PostgreSQL administrator password"
+                } else {
+                    "A Container App secret"
+                };
+                let description = match s {
+                    SecretSource::Env(var) => {
+                        format!("{what}, from the environment variable {var} of whoever deploys")
+                    }
+                    SecretSource::KeyVault(name) => {
+                        format!("{what}, from the Key Vault secret {name}")
+                    }
+                };
+                self.list.push(Param {
+                    ident,
+                    source: s.clone(),
+                    description,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// ` --parameters x="$VAR"` for each parameter, for the deployment command in comments.
+    fn command_line(&self, inv: &Inventory) -> String {
+        let mut s = String::new();
+        for p in &self.list {
+            let value = match &p.source {
+                SecretSource::Env(var) => format!("\"${}\"", escape(var)),
+                SecretSource::KeyVault(name) => format!(
+                    "\"$(az keyvault secret show --vault-name {} --name {} --query value -o tsv)\"",
+                    escape(&inv.key_vault),
+                    escape(name)
+                ),
+            };
+            let _ = write!(s, " --parameters {}={value}", p.ident);
+        }
+        s
+    }
+}
+
+/// Words of `text` in lines of at most `width` characters.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.len() + 1 + word.len() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(&escape_comment(word));
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+/// Comment text on one line: control characters dropped.
+fn escape_comment(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).collect()
 }
 
 /// A Bicep string literal: single quotes, with `\`, `'`, `$` and control characters escaped.
@@ -388,591 +658,6 @@ pub fn escape(s: &str) -> String {
         }
     }
     out
-}
-
-/// A Bicep identifier from a name: letters and digits kept, the rest dropped, each part after
-/// a dropped character capitalised (`kombi-sim` → `kombiSim`), prefixed.
-fn ident(prefix: &str, name: &str) -> String {
-    let mut out = String::from(prefix);
-    let mut upper = !prefix.is_empty();
-    for c in name.chars() {
-        if c.is_ascii_alphanumeric() {
-            if upper {
-                out.push(c.to_ascii_uppercase());
-            } else {
-                out.push(c);
-            }
-            upper = false;
-        } else {
-            upper = true;
-        }
-    }
-    out
-}
-
-// ---------------------------------------------------------------------------------------
-// Template data
-// ---------------------------------------------------------------------------------------
-
-#[derive(Serialize)]
-struct Tag<'a> {
-    key: &'a str,
-    value: &'a str,
-}
-
-/// Every resource name, from `model::naming`.
-#[derive(Serialize)]
-struct Names {
-    logs: String,
-    identity: String,
-    key_vault: String,
-    storage: String,
-    state_container: &'static str,
-    backup_container: &'static str,
-    container_env: String,
-    postgres: String,
-    redis: String,
-    front_door: String,
-    front_door_endpoint: String,
-    action_group: String,
-}
-
-impl Names {
-    fn of(p: &Platform) -> Names {
-        Names {
-            logs: naming::log_analytics(p),
-            identity: naming::identity(p),
-            key_vault: naming::key_vault(p),
-            storage: naming::storage_account(p),
-            state_container: naming::STATE_CONTAINER,
-            backup_container: naming::BACKUP_CONTAINER,
-            container_env: naming::container_env(p),
-            postgres: naming::postgres_server(p),
-            redis: naming::redis(p),
-            front_door: naming::front_door(p),
-            front_door_endpoint: naming::front_door_endpoint(p),
-            action_group: naming::action_group(p),
-        }
-    }
-}
-
-/// `@secure()` parameters standing for secrets kept in environment variables of whoever
-/// deploys (`SecretRef::Env`): declared without a default, supplied at deployment.
-#[derive(Default)]
-struct SecureParams {
-    list: Vec<SecureParam>,
-}
-
-#[derive(Clone, Serialize)]
-struct SecureParam {
-    ident: String,
-    env_var: String,
-    description: String,
-}
-
-impl SecureParams {
-    /// The parameter for environment variable `var` (declared once), as a Bicep expression.
-    fn add(&mut self, var: &str, what: &str) -> String {
-        let safe: String = var
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect();
-        let ident = format!("secretEnv_{safe}");
-        if !self.list.iter().any(|p| p.ident == ident) {
-            self.list.push(SecureParam {
-                ident: ident.clone(),
-                env_var: var.to_string(),
-                description: format!(
-                    "{what}, from the environment variable {var} of whoever deploys"
-                ),
-            });
-        }
-        ident
-    }
-}
-
-#[derive(Clone, Serialize)]
-struct EnvVar {
-    name: String,
-    value: Option<String>,
-    secret_ref: Option<String>,
-}
-
-#[derive(Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
-struct KvSecret {
-    /// Container App secret name (lowercase).
-    name: String,
-    /// Key Vault secret name.
-    key_vault: String,
-}
-
-#[derive(Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
-struct SuppliedSecret {
-    name: String,
-    param: String,
-}
-
-#[derive(Clone, Serialize)]
-struct ScaleData {
-    min: u32,
-    max: u32,
-    cpu: String,
-    memory: String,
-}
-
-impl ScaleData {
-    fn of(s: &Scale) -> ScaleData {
-        ScaleData {
-            min: s.min_replicas,
-            max: s.max_replicas.max(s.min_replicas).max(1),
-            cpu: format!("{}", s.cpu),
-            memory: s.memory.clone(),
-        }
-    }
-}
-
-#[derive(Clone, Serialize)]
-struct Probe {
-    port: u16,
-    scheme: &'static str,
-    liveness: String,
-    readiness: String,
-    period: u32,
-}
-
-/// One Container App of the platform (Kong or a service).
-#[derive(Clone, Serialize)]
-struct App {
-    /// Key for the deployment name (`kong`, service name).
-    key: String,
-    ident: String,
-    name: String,
-    comment: String,
-    image: String,
-    port: u16,
-    external: bool,
-    scale: ScaleData,
-    probe: Probe,
-    env: Vec<EnvVar>,
-    key_vault_secrets: Vec<KvSecret>,
-    supplied_secrets: Vec<SuppliedSecret>,
-    depends_on: Vec<String>,
-}
-
-/// Collects env vars and the secrets they reference for one app.
-#[derive(Default)]
-struct AppEnv {
-    env: Vec<EnvVar>,
-    kv: BTreeSet<KvSecret>,
-    supplied: BTreeSet<SuppliedSecret>,
-}
-
-impl AppEnv {
-    fn plain(&mut self, name: &str, value: &str) {
-        self.env.push(EnvVar {
-            name: name.to_string(),
-            value: Some(value.to_string()),
-            secret_ref: None,
-        });
-    }
-
-    fn secret(&mut self, name: &str, secret: &SecretRef, params: &mut SecureParams) {
-        let app_secret = match secret {
-            SecretRef::KeyVault(kv) => {
-                let app_secret = kv.to_ascii_lowercase();
-                self.kv.insert(KvSecret {
-                    name: app_secret.clone(),
-                    key_vault: kv.clone(),
-                });
-                app_secret
-            }
-            SecretRef::Env(var) => {
-                let app_secret = format!("env-{}", var.to_ascii_lowercase().replace('_', "-"));
-                let param = params.add(var, "A Container App secret");
-                self.supplied.insert(SuppliedSecret {
-                    name: app_secret.clone(),
-                    param,
-                });
-                app_secret
-            }
-        };
-        self.env.push(EnvVar {
-            name: name.to_string(),
-            value: None,
-            secret_ref: Some(app_secret),
-        });
-    }
-}
-
-fn probe_period(p: &Platform) -> u32 {
-    // Container Apps accept 1 to 240 seconds.
-    p.monitoring.probe_period_seconds.clamp(1, 240)
-}
-
-/// Kong first, then every enabled service in model order (sorted by name).
-fn platform_apps(p: &Platform, params: &mut SecureParams) -> Vec<App> {
-    let mut apps = vec![kong_app(p, params)];
-    for s in p.services.iter().filter(|s| s.enabled) {
-        let mut app = service_app(p, s, params);
-        app.depends_on = service_dependencies(p, s);
-        apps.push(app);
-    }
-    apps
-}
-
-fn kong_app(p: &Platform, params: &mut SecureParams) -> App {
-    let mut e = AppEnv::default();
-    for (name, value) in [
-        ("KONG_DATABASE", "off"),
-        ("KONG_PROXY_LISTEN", "0.0.0.0:8000"),
-        ("KONG_STATUS_LISTEN", "0.0.0.0:8100"),
-        // Only inside the container: the Admin API has no authentication.
-        ("KONG_ADMIN_LISTEN", "127.0.0.1:8001"),
-        ("KONG_PROXY_ACCESS_LOG", "/dev/stdout"),
-        ("KONG_PROXY_ERROR_LOG", "/dev/stderr"),
-        ("KONG_ADMIN_ACCESS_LOG", "/dev/stdout"),
-        ("KONG_ADMIN_ERROR_LOG", "/dev/stderr"),
-    ] {
-        e.plain(name, value);
-    }
-    if let Some(license) = &p.kong.license {
-        e.secret("KONG_LICENSE_DATA", license, params);
-    }
-    let mut vault_refs: Vec<&SecretRef> = Vec::new();
-    vault_refs.extend(p.kong.session_secret.as_ref());
-    vault_refs.extend(p.kong.upstream_mtls.as_ref().map(|m| &m.client_key));
-    vault_refs.extend(p.redis.password.as_ref());
-    for secret in vault_refs {
-        let name = crate::kong::vault_env_var(secret);
-        if !e.env.iter().any(|v| v.name == name) {
-            e.secret(&name, secret, params);
-        }
-    }
-    let mut depends_on = vec!["redis".to_string(), "postgres".to_string()];
-    depends_on.sort();
-    App {
-        key: "kong".to_string(),
-        ident: "appKong".to_string(),
-        name: naming::container_app(p, "kong"),
-        comment: format!(
-            "Kong {} gateway, DB-less; the only app Front Door and the internet reach besides Front Door origins.",
-            match p.kong.edition {
-                kombiform_model::KongEdition::Oss => "OSS",
-                kombiform_model::KongEdition::Enterprise => "Enterprise",
-            }
-        ),
-        image: p.kong.image.clone(),
-        port: 8000,
-        external: true,
-        scale: ScaleData::of(&p.kong.scale),
-        probe: Probe {
-            port: 8100,
-            scheme: "HTTP",
-            liveness: "/status".to_string(),
-            readiness: "/status/ready".to_string(),
-            period: probe_period(p),
-        },
-        env: e.env,
-        key_vault_secrets: e.kv.into_iter().collect(),
-        supplied_secrets: e.supplied.into_iter().collect(),
-        depends_on,
-    }
-}
-
-fn service_app(p: &Platform, s: &Service, params: &mut SecureParams) -> App {
-    let mut e = AppEnv::default();
-    for (name, value) in &s.env {
-        match value {
-            EnvValue::Plain(v) => e.plain(name, v),
-            EnvValue::Secret { secret } => e.secret(name, secret, params),
-        }
-    }
-    App {
-        key: s.name.clone(),
-        ident: ident("app", &s.name),
-        name: naming::container_app(p, &s.name),
-        comment: format!(
-            "Service `{}`{}.",
-            s.name,
-            if s.front_door_origin {
-                ", also a Front Door origin"
-            } else {
-                ", reached through Kong"
-            }
-        ),
-        image: s.image.clone(),
-        port: s.port,
-        external: s.front_door_origin,
-        scale: ScaleData::of(&s.scale),
-        probe: Probe {
-            port: s.port,
-            scheme: match s.protocol {
-                Protocol::Http => "HTTP",
-                Protocol::Https => "HTTPS",
-            },
-            liveness: s.health_path.clone(),
-            readiness: s.ready_path.clone(),
-            period: probe_period(p),
-        },
-        env: e.env,
-        key_vault_secrets: e.kv.into_iter().collect(),
-        supplied_secrets: e.supplied.into_iter().collect(),
-        depends_on: Vec::new(),
-    }
-}
-
-/// Modules a service's app waits for: the services it depends on, and PostgreSQL for the
-/// services that use it (as in the resource graph).
-fn service_dependencies(p: &Platform, s: &Service) -> Vec<String> {
-    let mut deps: BTreeSet<String> = s
-        .depends_on
-        .iter()
-        .filter(|d| p.service(d).is_some_and(|d| d.enabled))
-        .map(|d| ident("app", d))
-        .collect();
-    if matches!(s.name.as_str(), "sso" | "admin" | "health") {
-        deps.insert("postgres".to_string());
-    }
-    deps.into_iter().collect()
-}
-
-/// The Key Vault secrets the platform's files name, sorted, for the deployment notes.
-fn key_vault_secrets(p: &Platform, apps: &[App]) -> Vec<String> {
-    let mut all: BTreeSet<String> = apps
-        .iter()
-        .flat_map(|a| a.key_vault_secrets.iter().map(|s| s.key_vault.clone()))
-        .collect();
-    if let SecretRef::KeyVault(n) = &p.postgres.admin_password {
-        all.insert(n.clone());
-    }
-    all.into_iter().collect()
-}
-
-/// A PostgreSQL firewall rule for one block of `postgres.allowedCidrs`.
-#[derive(Serialize)]
-struct FirewallRule {
-    ident: String,
-    name: String,
-    start: String,
-    end: String,
-    /// The resource this one waits for: the server answers ServerIsBusy to concurrent writes.
-    after: String,
-}
-
-/// The firewall rules of `cidrs` (IPv4 blocks, checked by the spec), one after another after
-/// the Azure services rule.
-fn firewall_rules(cidrs: &[String]) -> Vec<FirewallRule> {
-    let mut out: Vec<FirewallRule> = Vec::with_capacity(cidrs.len());
-    for cidr in cidrs {
-        let Some((start, end)) = kombiform_model::ipv4_cidr_range(cidr) else {
-            continue;
-        };
-        let after = out
-            .last()
-            .map_or_else(|| "allowAzure".to_string(), |r| r.ident.clone());
-        out.push(FirewallRule {
-            ident: format!("allowClient{}", out.len()),
-            name: naming::postgres_firewall_rule(cidr),
-            start: start.to_string(),
-            end: end.to_string(),
-            after,
-        });
-    }
-    out
-}
-
-#[derive(Serialize)]
-struct Database {
-    ident: String,
-    name: String,
-    /// The resource this one waits for (the last firewall rule, then the previous database).
-    after: String,
-}
-
-/// The databases, one after another after `first_after` (the last firewall rule).
-fn databases(names: &[String], first_after: &str) -> Vec<Database> {
-    let mut out: Vec<Database> = Vec::with_capacity(names.len());
-    let mut taken = BTreeSet::new();
-    for name in names {
-        let mut id = ident("database", name);
-        if !taken.insert(id.clone()) {
-            id = format!("{id}{}", out.len());
-            taken.insert(id.clone());
-        }
-        let after = out
-            .last()
-            .map_or_else(|| first_after.to_string(), |d| d.ident.clone());
-        out.push(Database {
-            ident: id,
-            name: name.clone(),
-            after,
-        });
-    }
-    out
-}
-
-#[derive(Clone, Serialize)]
-struct Origin {
-    name: String,
-    ident: String,
-    app_ident: String,
-    probe_path: String,
-    patterns: Vec<String>,
-    after: Option<String>,
-}
-
-#[derive(Clone, Serialize)]
-struct CustomDomain {
-    name: String,
-    host: String,
-}
-
-#[derive(Clone, Serialize)]
-struct FrontDoorData {
-    sku: String,
-    custom_domain: Option<CustomDomain>,
-    probe_interval: u32,
-    origins: Vec<Origin>,
-}
-
-/// Path Front Door probes Kong with: a public route path that is some service's health path
-/// (so Kong answers 200 when the platform is up), else `/`.
-fn kong_probe_path(p: &Platform) -> String {
-    let health: BTreeSet<&str> = p
-        .services
-        .iter()
-        .filter(|s| s.enabled)
-        .map(|s| s.health_path.as_str())
-        .collect();
-    p.services
-        .iter()
-        .filter(|s| s.enabled)
-        .flat_map(|s| s.routes.iter())
-        .filter(|r| r.access == Access::Public)
-        .flat_map(|r| r.paths.iter())
-        .find(|path| health.contains(path.as_str()))
-        .map_or_else(|| "/".to_string(), Clone::clone)
-}
-
-fn front_door(p: &Platform, fd: &kombiform_model::FrontDoor, apps: &[App]) -> FrontDoorData {
-    let mut origins = vec![Origin {
-        name: "kong".to_string(),
-        ident: "kong".to_string(),
-        app_ident: "appKong".to_string(),
-        probe_path: kong_probe_path(p),
-        patterns: vec!["/*".to_string()],
-        after: None,
-    }];
-    for s in p
-        .services
-        .iter()
-        .filter(|s| s.enabled && s.front_door_origin)
-    {
-        if s.name == "kong" || !apps.iter().any(|a| a.key == s.name) {
-            continue;
-        }
-        let mut patterns = BTreeSet::new();
-        for path in s.routes.iter().flat_map(|r| r.paths.iter()) {
-            let base = path.trim_end_matches('/');
-            if base.is_empty() {
-                continue;
-            }
-            patterns.insert(base.to_string());
-            patterns.insert(format!("{base}/*"));
-        }
-        let after = origins.last().map(|o| format!("{}Route", o.ident));
-        origins.push(Origin {
-            name: s.name.clone(),
-            ident: ident("", &s.name),
-            app_ident: ident("app", &s.name),
-            probe_path: s.health_path.clone(),
-            patterns: patterns.into_iter().collect(),
-            after,
-        });
-    }
-    FrontDoorData {
-        sku: fd.sku.clone(),
-        custom_domain: fd.custom_domain.as_ref().map(|host| CustomDomain {
-            name: naming::front_door_custom_domain(host),
-            host: host.clone(),
-        }),
-        // Front Door accepts 5 to 255 seconds.
-        probe_interval: p.monitoring.probe_period_seconds.clamp(5, 255),
-        origins,
-    }
-}
-
-#[derive(Serialize)]
-struct Email {
-    name: String,
-    address: String,
-}
-
-#[derive(Serialize)]
-struct MonitoringData {
-    short_name: String,
-    emails: Vec<Email>,
-    error_threshold: u32,
-    kong_5xx: String,
-    kong_5xx_description: String,
-    kong_unhealthy: String,
-    postgres_cpu: String,
-}
-
-fn monitoring(p: &Platform) -> MonitoringData {
-    let prefix = p.azure.as_ref().map_or("kfy", |a| a.name_prefix.as_str());
-    // Action group short names are at most 12 characters.
-    let short_name: String = format!("{prefix}-{}", p.name).chars().take(12).collect();
-    let m = &p.monitoring;
-    MonitoringData {
-        short_name,
-        emails: m
-            .alert_emails
-            .iter()
-            .enumerate()
-            .map(|(i, address)| Email {
-                name: format!("email-{i}"),
-                address: address.clone(),
-            })
-            .collect(),
-        error_threshold: m.error_rate_threshold,
-        kong_5xx: naming::alert_rule(p, "kong-5xx"),
-        kong_5xx_description: format!(
-            "Kong answered more than {} 5xx responses in 5 minutes.",
-            m.error_rate_threshold
-        ),
-        kong_unhealthy: naming::alert_rule(p, "kong-unhealthy"),
-        postgres_cpu: naming::alert_rule(p, "postgres-cpu"),
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Dedicated tenants in hash buckets
-// ---------------------------------------------------------------------------------------
-
-#[derive(Serialize)]
-struct TenantRow<'a> {
-    name: String,
-    slug: &'a str,
-    org_id: &'a str,
-    status: &'static str,
-    min_replicas: u32,
-}
-
-impl<'a> TenantRow<'a> {
-    fn of(p: &Platform, t: &'a Tenant, scale: &Scale) -> TenantRow<'a> {
-        TenantRow {
-            name: naming::tenant_app(p, t),
-            slug: &t.slug,
-            org_id: &t.zitadel_org_id,
-            status: t.status.as_str(),
-            // A suspended tenant's instance keeps its data but runs no replica.
-            min_replicas: match t.status {
-                kombiform_model::TenantStatus::Active => scale.min_replicas,
-                kombiform_model::TenantStatus::Suspended => 0,
-            },
-        }
-    }
 }
 
 /// FNV-1a, 64 bit: a stable hash (the same on every platform and in every release).
@@ -1012,7 +697,7 @@ pub fn buckets<'t>(tenants: &[&'t Tenant]) -> Vec<Vec<&'t Tenant>> {
 }
 
 /// Digits of bucket numbers in file names: at least three, so names sort numerically.
-fn bucket_width(count: usize) -> usize {
+pub(crate) fn bucket_width(count: usize) -> usize {
     count.saturating_sub(1).to_string().len().max(3)
 }
 
@@ -1032,10 +717,12 @@ mod tests {
 
     #[test]
     fn identifiers() {
-        assert_eq!(ident("app", "kombi-sim"), "appKombiSim");
-        assert_eq!(ident("app", "sso"), "appSso");
-        assert_eq!(ident("", "kombi-sim"), "kombiSim");
-        assert_eq!(ident("database", "kombify_admin"), "databaseKombifyAdmin");
+        assert_eq!(bicep_ident("app", "kombi-sim"), "appKombiSim");
+        assert_eq!(bicep_ident("", "kombi-sim"), "kombiSim");
+        assert_eq!(
+            bicep_ident("database", "kombify_admin"),
+            "databaseKombifyAdmin"
+        );
     }
 
     #[test]

@@ -272,7 +272,12 @@ impl<'a> Ctx<'a> {
         ctx.limits = env
             .plans()
             .iter()
-            .map(|p| (p.name.as_str(), ctx.rate_limiting(&p.rate_limits, "consumer", true)))
+            .map(|p| {
+                (
+                    p.name.as_str(),
+                    ctx.rate_limiting(&p.rate_limits, "consumer", true),
+                )
+            })
             .collect();
         ctx
     }
@@ -586,7 +591,12 @@ impl<'a> Ctx<'a> {
 
     /// A `rate-limiting` plugin with `limits`, counted per `limit_by` in Redis; `None` when
     /// no limit is set. `fault_tolerant`: whether requests pass while Redis is unreachable.
-    fn rate_limiting(&self, limits: &RateLimits, limit_by: &str, fault_tolerant: bool) -> Option<Value> {
+    fn rate_limiting(
+        &self,
+        limits: &RateLimits,
+        limit_by: &str,
+        fault_tolerant: bool,
+    ) -> Option<Value> {
         let periods = limits.periods();
         if periods.is_empty() {
             return None;
@@ -703,8 +713,20 @@ impl ConsumerText {
                 .iter()
                 .map(|k| {
                     let mut text = String::new();
-                    yaml::write_entry(&mut text, 8, true, "algorithm", &json!(k.algorithm.as_str()));
-                    yaml::write_entry(&mut text, 8, true, "rsa_public_key", &json!(k.public_key_pem));
+                    yaml::write_entry(
+                        &mut text,
+                        8,
+                        true,
+                        "algorithm",
+                        &json!(k.algorithm.as_str()),
+                    );
+                    yaml::write_entry(
+                        &mut text,
+                        8,
+                        true,
+                        "rsa_public_key",
+                        &json!(k.public_key_pem),
+                    );
                     yaml::write_entry(&mut text, 8, true, "secret", &json!(JWT_SECRET_PLACEHOLDER));
                     (k.id.clone(), text)
                 })
@@ -988,7 +1010,11 @@ mod tests {
         let e = env(&m, "prod");
         let s = shadowing(e);
         let losers: Vec<&str> = s.iter().map(|x| x.loser.as_str()).collect();
-        assert_eq!(losers, ["admin-api", "kombisim-api", "kombistack-api"], "{s:?}");
+        assert_eq!(
+            losers,
+            ["admin-api", "kombisim-api", "kombistack-api"],
+            "{s:?}"
+        );
         assert!(s.iter().all(|x| x.winner == "kombistack-ui" && !x.tie));
         assert_eq!(s[2].example, "GET /v1/stacks");
         assert!(crate::compile(&m).is_err());
@@ -1041,7 +1067,10 @@ mod tests {
             .flatten()
             .filter_map(|p| p["name"].as_str())
             .collect();
-        assert_eq!(names, ["cors", "correlation-id", "rate-limiting", "post-function"]);
+        assert_eq!(
+            names,
+            ["cors", "correlation-id", "rate-limiting", "post-function"]
+        );
         let cors = &doc["plugins"][0];
         assert_eq!(
             cors["config"]["origins"],
@@ -1056,8 +1085,14 @@ mod tests {
         assert_eq!(ip["fault_tolerant"], true);
         assert_eq!(ip["minute"], 600);
         let errors = &doc["plugins"][3]["config"];
-        assert!(errors["header_filter"][0].as_str().unwrap_or("").contains("get_source"));
-        assert!(errors["body_filter"][0].as_str().unwrap_or("").contains("requestId"));
+        assert!(errors["header_filter"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("get_source"));
+        assert!(errors["body_filter"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("requestId"));
     }
 
     #[test]
@@ -1078,10 +1113,16 @@ mod tests {
         );
         assert_eq!(c["consumer_claim"], json!([ORG_CLAIM]));
         assert_eq!(c["consumer_by"], json!(["custom_id"]));
-        assert_eq!(c["auth_methods"], json!(["authorization_code", "bearer", "session"]));
+        assert_eq!(
+            c["auth_methods"],
+            json!(["authorization_code", "bearer", "session"])
+        );
         assert_eq!(c["disable_session"], json!(["bearer"]));
         assert_eq!(c["require_proof_key_for_code_exchange"], true);
-        assert_eq!(c["redirect_uri"], json!(["https://api.kombify.io/auth/callback"]));
+        assert_eq!(
+            c["redirect_uri"],
+            json!(["https://api.kombify.io/auth/callback"])
+        );
         assert_eq!(
             c["client_secret"],
             json!(["{vault://env/kv-kong-oidc-client-secret}"])

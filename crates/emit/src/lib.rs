@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 
 use kombiform_model::Model;
 
+pub mod azure;
 pub mod bicep;
 pub mod kong;
 pub mod pocketbase;

@@ -360,7 +360,7 @@ fn set_up_pocketbase(
 /// `PUT /api/collections/import` as the test superuser, with a timeout long enough for big
 /// chunks.
 struct Importer {
-    agent: ureq::Agent,
+    agent: reqwest::blocking::Client,
     token: String,
     url: String,
 }
@@ -368,13 +368,7 @@ struct Importer {
 impl Importer {
     fn new(pb: &PocketBase) -> Result<Importer> {
         Ok(Importer {
-            agent: ureq::Agent::new_with_config(
-                ureq::Agent::config_builder()
-                    .http_status_as_error(false)
-                    .timeout_global(Some(Duration::from_secs(3600)))
-                    .proxy(None)
-                    .build(),
-            ),
+            agent: kombiform_test_support::http::client(Duration::from_secs(3600))?,
             token: pb.superuser_token()?,
             url: format!("{}/api/collections/import", pb.url()),
         })
@@ -385,18 +379,18 @@ impl Importer {
             return Ok(());
         }
         let body = json!({ "collections": collections, "deleteMissing": false });
-        let mut response = self
+        let response = self
             .agent
             .put(&self.url)
             .header("Authorization", &self.token)
-            .content_type("application/json")
-            .send(body.to_string())
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
             .with_context(|| format!("PUT {}", self.url))?;
         let status = response.status().as_u16();
         if status != 204 {
             let text = response
-                .body_mut()
-                .read_to_string()
+                .text()
                 .unwrap_or_else(|e| format!("(unreadable: {e})"));
             bail!(
                 "PUT {} ({} collections) answered {status}: {text}",

@@ -779,6 +779,8 @@ mod tests {
             changes,
             unchanged: 0,
             refused: vec![],
+            vetoed: Default::default(),
+            consented: Default::default(),
             adopt: vec![],
             forget: vec![],
         }

@@ -57,19 +57,7 @@ pub fn env_lookup(name: &str) -> Option<String> {
 /// applies to it. A transient failure (a server restarting, a connection refused) is
 /// retried with the default budget of [`apply::Options`].
 pub fn connect(env: Env<'_>) -> Result<Vec<Provider>> {
-    let opts = apply::Options::default();
-    let never = Interrupt::default();
-    providers::REGISTRY
-        .iter()
-        .filter(|r| r.target.applies(env) && (r.available)(env))
-        .map(|r| {
-            let client = apply::retrying(&opts, &never, || (r.connect)(env), &|_, _, _| {})?;
-            Ok(Provider {
-                target: r.target,
-                client: Arc::from(client),
-            })
-        })
-        .collect()
+    connect_selected(env, None)
 }
 
 /// Everything the specs want, of the providers given.
@@ -142,38 +130,30 @@ fn owned_by_convention(providers: &[Provider], address: &str) -> bool {
         .is_some_and(|p| p.target.owns(address))
 }
 
-/// Consent given in the specs: tenants with `allowDestroy: true` (as the spec says, or as a
-/// live resource of some target records it) consent to the deletion of everything that
-/// belongs to them.
-fn spec_consent(
-    env: Env<'_>,
-    providers: &[Provider],
-    live: &[Resource],
-    desired: &[Resource],
-) -> BTreeSet<String> {
-    let mut tenants: BTreeSet<String> = env
+/// Consent given by the specs (tenants with `allowDestroy: true`) and kept by live records
+/// (a target's record of a tenant's consent, such as the tenant's row: what still consents
+/// once the tenant's spec is gone), on top of the `--allow-destroy` arguments. A tenant's
+/// consent covers everything that belongs to it (`meta.tenant`).
+fn consent(env: Env<'_>, providers: &[Provider], live: &[Resource], allowed: &[String]) -> Consent {
+    let spec_tenants: BTreeSet<String> = env
         .tenants()
         .filter(|t| t.allow_destroy)
         .map(|t| t.slug.to_string())
         .collect();
+    let mut recorded_tenants = BTreeSet::new();
     for r in live {
         if let Some(p) = providers
             .iter()
             .find(|p| p.name() == kombiform_plan::provider_of(&r.address))
         {
-            tenants.extend(p.target.destroy_consent(r));
+            recorded_tenants.extend(p.target.destroy_consent(r));
         }
     }
-    live.iter()
-        .chain(desired)
-        .filter(|r| {
-            r.meta
-                .get("tenant")
-                .and_then(serde_json::Value::as_str)
-                .is_some_and(|t| tenants.contains(t))
-        })
-        .map(|r| r.address.clone())
-        .collect()
+    Consent {
+        allowed: allowed.iter().cloned().collect(),
+        spec_tenants,
+        recorded_tenants,
+    }
 }
 
 /// Makes a plan. A dependency cycle among the resources is an error naming it.
@@ -194,10 +174,7 @@ pub fn make_plan(
             .map(|r| r.address.clone()),
     );
     let applied = state.applied();
-    let consent = Consent {
-        allowed: allow_destroy.iter().cloned().collect(),
-        spec_allowed: spec_consent(env, providers, &live.resources, &desired),
-    };
+    let consent = consent(env, providers, &live.resources, allow_destroy);
     let input = DiffInput {
         desired: &desired,
         live: &live.resources,
@@ -223,9 +200,12 @@ pub fn make_plan(
     }
     // After the targets classified: some destructive changes only a target can see, and
     // some changes a target can never make whatever the consent.
-    let refused = plan::refused(&changes, &consent, |c| {
-        target_of(&c.address).is_some_and(|t| t.refusal(c).is_some())
-    });
+    let vetoed: BTreeMap<String, String> = changes
+        .iter()
+        .filter_map(|c| Some((c.address.clone(), target_of(&c.address)?.refusal(c)?)))
+        .collect();
+    let refused = plan::refused(&changes, &consent, |c| vetoed.contains_key(&c.address));
+    let consented = plan::consented(&changes, &consent);
     Ok(Plan {
         format: PLAN_FORMAT,
         env: env.name().to_string(),
@@ -236,6 +216,8 @@ pub fn make_plan(
         changes,
         unchanged: diff.unchanged,
         refused,
+        vetoed,
+        consented,
         adopt: reconciled.adopt,
         forget: reconciled.forget,
     })
@@ -617,4 +599,155 @@ fn audit_changes(plan: &Plan, report: &Report) -> Vec<AuditChange> {
             .to_string(),
         })
         .collect()
+}
+
+// ---- --target: a part of the graph ----
+
+/// What `--target ADDRESS_PREFIX` selects: the resources matching a prefix and everything
+/// they depend on, and the targets (providers) they belong to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// The prefixes given.
+    pub prefixes: Vec<String>,
+    /// Every selected address (matches and their dependencies).
+    pub addresses: BTreeSet<String>,
+    /// The targets of the selected addresses.
+    pub targets: BTreeSet<String>,
+}
+
+/// Whether `address` matches `prefix`: equal, below it (`azure` and `azure.` both match
+/// `azure.keyvault.x`; `postgres.tenant.acme` matches itself, not `postgres.tenant.acme-labs`).
+pub fn matches_prefix(address: &str, prefix: &str) -> bool {
+    let p = prefix.trim_end_matches('.');
+    address == p
+        || address
+            .strip_prefix(p)
+            .is_some_and(|rest| rest.starts_with('.'))
+}
+
+impl Selection {
+    /// Whether `address` was selected, or (for resources no longer desired, to delete)
+    /// matches a prefix.
+    pub fn contains(&self, address: &str) -> bool {
+        self.addresses.contains(address) || self.prefixes.iter().any(|p| matches_prefix(address, p))
+    }
+}
+
+/// The selection of `prefixes` in `env`; `None` when none was given (everything). A prefix
+/// matching nothing is an error naming it.
+pub fn select(env: Env<'_>, prefixes: &[String]) -> Result<Option<Selection>> {
+    if prefixes.is_empty() {
+        return Ok(None);
+    }
+    let graph = kombiform_emit::targets::graph(env);
+    let all: Vec<String> = graph
+        .order()
+        .map_err(|c| anyhow::anyhow!("dependency cycle: {c}"))?
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    let mut sel = Selection {
+        prefixes: prefixes.to_vec(),
+        ..Selection::default()
+    };
+    let mut todo: Vec<String> = Vec::new();
+    for p in prefixes {
+        let hits: Vec<&String> = all.iter().filter(|a| matches_prefix(a, p)).collect();
+        let is_target = kombiform_emit::targets::ALL
+            .iter()
+            .any(|t| t.name() == p.trim_end_matches('.') && t.applies(env));
+        if hits.is_empty() && !is_target {
+            anyhow::bail!(
+                "--target {p} matches no resource of environment `{}`",
+                env.name()
+            );
+        }
+        if is_target {
+            sel.targets.insert(p.trim_end_matches('.').to_string());
+        }
+        todo.extend(hits.into_iter().cloned());
+    }
+    while let Some(a) = todo.pop() {
+        if !sel.addresses.insert(a.clone()) {
+            continue;
+        }
+        todo.extend(graph.needs(&a).map(str::to_string));
+    }
+    sel.targets.extend(
+        sel.addresses
+            .iter()
+            .map(|a| kombiform_plan::provider_of(a).to_string()),
+    );
+    Ok(Some(sel))
+}
+
+/// The providers of `env` a selection needs (all of them without one), connected; a
+/// transient failure is retried with the default budget of [`apply::Options`].
+pub fn connect_selected(env: Env<'_>, selection: Option<&Selection>) -> Result<Vec<Provider>> {
+    let opts = apply::Options::default();
+    let never = Interrupt::default();
+    providers::REGISTRY
+        .iter()
+        .filter(|r| r.target.applies(env) && (r.available)(env))
+        .filter(|r| selection.is_none_or(|s| s.targets.contains(r.target.name())))
+        .map(|r| {
+            let client = apply::retrying(&opts, &never, || (r.connect)(env), &|_, _, _| {})?;
+            Ok(Provider {
+                target: r.target,
+                client: Arc::from(client),
+            })
+        })
+        .collect()
+}
+
+/// The plan cut to a selection: only the selected resources' changes (and deletes of what
+/// matches a prefix).
+pub fn restrict(plan: &mut Plan, selection: &Selection) {
+    plan.changes.retain(|c| selection.contains(&c.address));
+    let kept: BTreeSet<&str> = plan.changes.iter().map(|c| c.address.as_str()).collect();
+    plan.refused.retain(|a| kept.contains(a.as_str()));
+}
+
+// ---- inputs a person must give ----
+
+/// The inputs a plan needs that nobody gave (a secret a person must set), per provider.
+pub fn missing_inputs(plan: &Plan, providers: &[Provider]) -> Vec<providers::MissingInput> {
+    providers
+        .iter()
+        .flat_map(|p| {
+            let mine: Vec<plan::Change> = plan
+                .changes
+                .iter()
+                .filter(|c| c.provider() == p.name())
+                .cloned()
+                .collect();
+            p.client.missing_inputs(&mine)
+        })
+        .collect()
+}
+
+/// The plan without the changes of `blocked` addresses and everything that depends on them:
+/// what can be applied before a person provides the missing inputs.
+pub fn without(plan: &Plan, blocked: &BTreeSet<String>) -> Plan {
+    let mut out = plan.clone();
+    let mut removed: BTreeSet<String> = blocked.clone();
+    loop {
+        let before = removed.len();
+        for c in &plan.changes {
+            let deps = c
+                .desired
+                .as_ref()
+                .or(c.live.as_ref())
+                .map_or(&[][..], |r| r.depends_on.as_slice());
+            if deps.iter().any(|d| removed.contains(d)) {
+                removed.insert(c.address.clone());
+            }
+        }
+        if removed.len() == before {
+            break;
+        }
+    }
+    out.changes.retain(|c| !removed.contains(&c.address));
+    out.refused.retain(|a| !removed.contains(a));
+    out
 }

@@ -142,6 +142,14 @@ impl Change {
     pub fn provider(&self) -> &str {
         provider_of(&self.address)
     }
+
+    /// The tenant the resource belongs to (its `meta.tenant`, desired or live), if any.
+    pub fn tenant(&self) -> Option<&str> {
+        self.desired
+            .iter()
+            .chain(&self.live)
+            .find_map(|r| r.meta.get("tenant").and_then(Value::as_str))
+    }
 }
 
 /// A plan: what `plan` shows and saves, and exactly what `apply` executes.
@@ -164,8 +172,17 @@ pub struct Plan {
     pub changes: Vec<Change>,
     /// Resources in sync with the specs (no change), for the summary.
     pub unchanged: usize,
-    /// Destructive changes without consent: apply refuses the whole plan while any remain.
+    /// Destructive changes without consent, and changes a target never makes: apply refuses
+    /// the whole plan while any remain.
     pub refused: Vec<String>,
+    /// Of [`Plan::refused`], those no consent can allow, with the reason (a lossy column
+    /// type change).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vetoed: BTreeMap<String, String>,
+    /// Destructive changes that were consented to, with who consented (the
+    /// `--allow-destroy` argument, the specs, or recorded state).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub consented: BTreeMap<String, String>,
     /// Live resources that match the specs but that the state does not record as they are
     /// (an interrupted apply made them): apply records them, changing nothing live.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -245,23 +262,58 @@ pub fn fingerprint(resources: &[Resource]) -> String {
     hex(&h.finalize())
 }
 
-/// Which deletes the user consented to.
+/// Which destructive changes were consented to, and by whom.
 #[derive(Clone, Debug, Default)]
 pub struct Consent {
-    /// Addresses (or prefixes ending in `*`) given with `--allow-destroy`.
+    /// What `--allow-destroy` gave: addresses, prefixes ending in `*`, or `tenant:SLUG` for
+    /// everything of one tenant.
     pub allowed: BTreeSet<String>,
-    /// Addresses whose spec opted in (a tenant with `allowDestroy: true`).
-    pub spec_allowed: BTreeSet<String>,
+    /// Tenants whose spec opts in (`allowDestroy: true`).
+    pub spec_tenants: BTreeSet<String>,
+    /// Tenants whose consent a live record keeps (the tenant's row, written by an earlier
+    /// apply from a spec that opted in): what still consents once the spec is gone.
+    pub recorded_tenants: BTreeSet<String>,
+}
+
+/// The `--allow-destroy` argument that consents to everything of one tenant.
+pub fn tenant_consent(slug: &str) -> String {
+    format!("tenant:{slug}")
 }
 
 impl Consent {
-    /// Whether destroying `address` was consented to.
-    pub fn allows(&self, address: &str) -> bool {
-        self.spec_allowed.contains(address)
-            || self.allowed.iter().any(|a| match a.strip_suffix('*') {
-                Some(prefix) => address.starts_with(prefix),
-                None => a == address,
-            })
+    /// Whether destroying what `change` touches was consented to.
+    pub fn allows(&self, change: &Change) -> bool {
+        self.source(change).is_some()
+    }
+
+    /// Who consented to `change`: the argument of `--allow-destroy`, the specs or a live
+    /// record (described for people), or `None`.
+    pub fn source(&self, change: &Change) -> Option<String> {
+        let address = change.address.as_str();
+        let tenant = change.tenant();
+        if let Some(a) =
+            self.allowed
+                .iter()
+                .find(|a| match (a.strip_prefix("tenant:"), a.strip_suffix('*')) {
+                    (Some(slug), _) => tenant == Some(slug),
+                    (None, Some(prefix)) => address.starts_with(prefix),
+                    (None, None) => *a == address,
+                })
+        {
+            return Some(format!("--allow-destroy {a}"));
+        }
+        let tenant = tenant?;
+        if self.spec_tenants.contains(tenant) {
+            return Some(format!(
+                "the specs: tenant `{tenant}` has `allowDestroy: true`"
+            ));
+        }
+        self.recorded_tenants.contains(tenant).then(|| {
+            format!(
+                "recorded state: tenant `{tenant}` had `allowDestroy: true` when last applied \
+                 (its spec is gone)"
+            )
+        })
     }
 }
 
@@ -428,9 +480,53 @@ pub fn refused(
 ) -> Vec<String> {
     changes
         .iter()
-        .filter(|c| (c.destructive && !consent.allows(&c.address)) || never(c))
+        .filter(|c| (c.destructive && !consent.allows(c)) || never(c))
         .map(|c| c.address.clone())
         .collect()
+}
+
+/// The destructive changes that were consented to, with who consented.
+pub fn consented(changes: &[Change], consent: &Consent) -> BTreeMap<String, String> {
+    changes
+        .iter()
+        .filter(|c| c.destructive)
+        .filter_map(|c| Some((c.address.clone(), consent.source(c)?)))
+        .collect()
+}
+
+/// The fewest `--allow-destroy` arguments that consent to every refused change of `plan`
+/// that consent can allow: `tenant:SLUG` once per tenant, the address for a resource of no
+/// tenant. Vetoed changes are left out (no argument allows them).
+pub fn consent_arguments(plan: &Plan) -> Vec<String> {
+    let mut args = BTreeSet::new();
+    for c in &plan.changes {
+        if !plan.refused.contains(&c.address) || plan.vetoed.contains_key(&c.address) {
+            continue;
+        }
+        args.insert(match c.tenant() {
+            Some(t) => tenant_consent(t),
+            None => c.address.clone(),
+        });
+    }
+    args.into_iter().collect()
+}
+
+/// Consent given after the plan was made (`apply FILE --allow-destroy …`): the refused
+/// changes it covers are allowed and recorded as consented. Returns the addresses it
+/// allowed; vetoed changes stay refused.
+pub fn grant(plan: &mut Plan, consent: &Consent) -> Vec<String> {
+    let mut granted = Vec::new();
+    for c in &plan.changes {
+        if !plan.refused.contains(&c.address) || plan.vetoed.contains_key(&c.address) {
+            continue;
+        }
+        if let Some(by) = consent.source(c) {
+            plan.consented.insert(c.address.clone(), by);
+            granted.push(c.address.clone());
+        }
+    }
+    plan.refused.retain(|a| !granted.contains(a));
+    granted
 }
 
 /// A copy with sensitive attribute values replaced by [`REDACTED`]: plans carry no secret.
@@ -644,7 +740,7 @@ mod tests {
             allowed: ["pocketbase.collection.t_x_*".to_string()].into(),
             ..Consent::default()
         };
-        assert!(consent.allows("pocketbase.collection.t_x_nodes"));
+        assert!(consent.allows(&changes[0]));
     }
 
     #[test]
@@ -715,10 +811,134 @@ mod tests {
         let (changes, _, _) = run(&[], &[gone], &[], &["pocketbase.collection.t_x_nodes"]);
         let consent = Consent {
             allowed: ["pocketbase.collection.t_x_*".to_string()].into(),
-            spec_allowed: BTreeSet::new(),
+            ..Consent::default()
         };
         assert!(refused(&changes, &consent, |_| false).is_empty());
         assert_eq!(refused(&changes, &consent, |_| true).len(), 1);
+    }
+
+    /// A tenant's data-bearing resources, gone from the specs: (changes, plan refusing all).
+    fn removed_tenant(slug: &str) -> Vec<Change> {
+        let mut live = Vec::new();
+        for addr in [
+            format!("postgres.tenant.{slug}"),
+            format!("postgres.quota.{slug}"),
+            format!("pocketbase.collection.t_{slug}_nodes"),
+            format!("pocketbase.collection.t_{slug}_users"),
+        ] {
+            let mut r = res(&addr, json!({}));
+            r.data_bearing = true;
+            r.meta.insert("tenant".into(), json!(slug));
+            live.push(r);
+        }
+        let managed: Vec<String> = live.iter().map(|r| r.address.clone()).collect();
+        let managed: Vec<&str> = managed.iter().map(String::as_str).collect();
+        run(&[], &live, &[], &managed).0
+    }
+
+    fn plan_of(changes: Vec<Change>, consent: &Consent) -> Plan {
+        let refused = refused(&changes, consent, |c| {
+            c.address.starts_with("postgres.column")
+        });
+        let vetoed = changes
+            .iter()
+            .filter(|c| c.address.starts_with("postgres.column"))
+            .map(|c| (c.address.clone(), "lossy".to_string()))
+            .collect();
+        Plan {
+            format: PLAN_FORMAT,
+            env: "local".into(),
+            spec_hash: String::new(),
+            state_serial: 0,
+            fingerprints: BTreeMap::new(),
+            live_hashes: BTreeMap::new(),
+            consented: consented(&changes, consent),
+            changes,
+            unchanged: 0,
+            refused,
+            vetoed,
+            adopt: vec![],
+            forget: vec![],
+        }
+    }
+
+    #[test]
+    fn consent_is_asked_once_per_tenant_and_said_where_it_came_from() {
+        let mut changes = removed_tenant("stark-lab");
+        changes.extend(removed_tenant("globex"));
+        let mut global = res("pocketbase.collection.audit", json!({}));
+        global.data_bearing = true;
+        let mut column = res("postgres.column.plans.max_users", json!({}));
+        column.data_bearing = true;
+        let (more, _, _) = run(
+            &[],
+            &[global, column],
+            &[],
+            &[
+                "pocketbase.collection.audit",
+                "postgres.column.plans.max_users",
+            ],
+        );
+        changes.extend(more);
+        let plan = plan_of(changes.clone(), &Consent::default());
+        assert_eq!(plan.refused.len(), 10);
+        assert_eq!(
+            consent_arguments(&plan),
+            vec![
+                "pocketbase.collection.audit".to_string(),
+                "tenant:globex".to_string(),
+                "tenant:stark-lab".to_string()
+            ],
+            "one per tenant, the address otherwise, nothing for a veto"
+        );
+        let consent = Consent {
+            allowed: ["tenant:globex".to_string()].into(),
+            spec_tenants: ["stark-lab".to_string()].into(),
+            recorded_tenants: BTreeSet::new(),
+        };
+        let plan = plan_of(changes.clone(), &consent);
+        assert_eq!(
+            plan.refused,
+            vec![
+                "pocketbase.collection.audit".to_string(),
+                "postgres.column.plans.max_users".to_string()
+            ]
+        );
+        assert_eq!(
+            plan.consented
+                .get("postgres.quota.globex")
+                .map(String::as_str),
+            Some("--allow-destroy tenant:globex")
+        );
+        assert!(plan.consented["postgres.tenant.stark-lab"].starts_with("the specs"));
+        let recorded = Consent {
+            recorded_tenants: ["globex".to_string()].into(),
+            ..Consent::default()
+        };
+        let plan = plan_of(changes, &recorded);
+        assert!(plan.consented["postgres.tenant.globex"].starts_with("recorded state"));
+    }
+
+    #[test]
+    fn consent_given_to_a_saved_plan_allows_what_it_covers_and_never_a_veto() {
+        let mut changes = removed_tenant("acme");
+        let mut column = res("postgres.column.plans.max_users", json!({}));
+        column.data_bearing = true;
+        changes.extend(run(&[], &[column], &[], &["postgres.column.plans.max_users"]).0);
+        let mut plan = plan_of(changes, &Consent::default());
+        let granted = grant(
+            &mut plan,
+            &Consent {
+                allowed: ["tenant:acme".to_string(), "postgres.column.*".to_string()].into(),
+                ..Consent::default()
+            },
+        );
+        assert_eq!(granted.len(), 4);
+        assert_eq!(
+            plan.refused,
+            vec!["postgres.column.plans.max_users".to_string()]
+        );
+        assert_eq!(plan.consented.len(), 4);
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! Rendering plans for people (coloured text), pull requests (markdown) and machines (JSON).
 //!
-//! Attribute changes are shown as leaf paths (`fields[hostname].max: 253 → 255`), so a
-//! reviewer sees what moved inside a collection or a row, not two walls of JSON. Secrets are
-//! already redacted in the plan. Markdown stays under GitHub's comment limit by summarising.
-//! Pure: returns strings.
+//! Text is compact by default: one line per created or deleted resource, updates and
+//! replacements with their changed attributes as leaf paths (`fields[hostname].max: 253 →
+//! 255`, PocketBase fields by name, not by id), long values cut; then a summary per target
+//! and tenant, and when blocked, the exact `--allow-destroy` arguments. Verbose text lists
+//! every attribute with whole values. JSON keeps everything. Secrets are already redacted in
+//! the plan. Markdown stays under GitHub's comment limit by summarising. Pure: returns
+//! strings.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -146,40 +149,88 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
-fn show(v: Option<&Value>) -> String {
+/// How much of each value to show.
+#[derive(Clone, Copy)]
+enum Width {
+    /// Cut at [`MAX_VALUE`] characters.
+    Short,
+    /// Whole.
+    Full,
+}
+
+fn show(v: Option<&Value>, width: Width) -> String {
     match v {
         None => "(absent)".to_string(),
         Some(v) => {
             let s = serde_json::to_string(v).unwrap_or_default();
-            if s.chars().count() > MAX_VALUE {
-                let cut: String = s.chars().take(MAX_VALUE).collect();
-                format!("{cut}…")
-            } else {
-                s
+            match width {
+                Width::Short if s.chars().count() > MAX_VALUE => {
+                    let cut: String = s.chars().take(MAX_VALUE).collect();
+                    format!("{cut}…")
+                }
+                _ => s,
             }
         }
     }
 }
 
+/// The name people know an attribute by: a PocketBase field (`fields.<field id>`, keyed by
+/// id because PocketBase matches fields by id) is shown by its name, `fields[hostname]`.
+pub fn display_name(attr: &str, before: Option<&Value>, after: Option<&Value>) -> String {
+    fn field_name(v: Option<&Value>) -> Option<&str> {
+        v.and_then(|v| v.get("name")).and_then(Value::as_str)
+    }
+    match attr.strip_prefix("fields.") {
+        Some(id) if !id.contains('.') => match field_name(after).or(field_name(before)) {
+            Some(name) => format!("fields[{name}]"),
+            None => attr.to_string(),
+        },
+        _ => attr.to_string(),
+    }
+}
+
+/// The lines of a change: top-level attributes of a create or delete, leaf paths of an
+/// update or replace; attributes by the names people know.
 fn change_leaves(c: &Change) -> Vec<Leaf> {
     let mut out = Vec::new();
     for a in &c.attrs {
+        let name = display_name(&a.name, a.before.as_ref(), a.after.as_ref());
         match c.action {
-            // Creates and deletes list top-level attributes only.
             Action::Create | Action::Delete => out.push(Leaf {
-                path: a.name.clone(),
+                path: name,
                 before: a.before.clone(),
                 after: a.after.clone(),
             }),
-            _ => leaves(&a.name, a.before.as_ref(), a.after.as_ref(), &mut out),
+            _ => leaves(&name, a.before.as_ref(), a.after.as_ref(), &mut out),
         }
     }
     out
 }
 
-/// The plan as text for people; ANSI colours when `color`.
+/// How the text plan is rendered.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TextOptions {
+    /// ANSI colours.
+    pub color: bool,
+    /// Every attribute of creates and deletes, and whole values (default: one line per
+    /// created or deleted resource, updates with their changed attributes, long values cut).
+    pub verbose: bool,
+}
+
+/// The plan as text for people, compact; ANSI colours when `color`.
 pub fn text(plan: &Plan, color: bool) -> String {
-    let p = Paint(color);
+    text_with(
+        plan,
+        TextOptions {
+            color,
+            verbose: false,
+        },
+    )
+}
+
+/// The plan as text for people.
+pub fn text_with(plan: &Plan, opts: TextOptions) -> String {
+    let p = Paint(opts.color);
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -201,66 +252,200 @@ pub fn text(plan: &Plan, color: bool) -> String {
     out.push('\n');
     state_changes(&mut out, plan, p);
     for c in &plan.changes {
-        let head = format!("{} {}", symbol(c.action), c.address);
-        let coloured = match c.action {
-            Action::Create => p.green(&head),
-            Action::Update => p.yellow(&head),
-            Action::Replace | Action::Delete => p.red(&head),
-        };
-        let mut notes = vec![verb(c.action).to_string()];
-        if c.destructive {
-            notes.push(p.red("destructive: data is lost"));
-        }
-        if c.drift {
-            notes.push(p.yellow("drift: changed outside kombiform"));
-        }
-        let _ = writeln!(
-            out,
-            "  {coloured}  {}",
-            p.dim(&format!("({})", notes.join(", ")))
-        );
-        let forced: Vec<&str> = c
-            .attrs
-            .iter()
-            .filter(|a| a.forces_replace)
-            .map(|a| a.name.as_str())
-            .collect();
-        for l in change_leaves(c) {
-            let mark = if forced
-                .iter()
-                .any(|f| l.path == *f || l.path.starts_with(&format!("{f}.")))
-            {
-                p.red("  # forces replacement")
-            } else {
-                String::new()
-            };
-            let line = match c.action {
-                Action::Create => format!("{}: {}", l.path, show(l.after.as_ref())),
-                Action::Delete => format!("{}: {}", l.path, show(l.before.as_ref())),
-                _ => format!(
-                    "{}: {} → {}",
-                    l.path,
-                    show(l.before.as_ref()),
-                    show(l.after.as_ref())
-                ),
-            };
-            let _ = writeln!(out, "      {line}{mark}");
-        }
+        change_text(&mut out, plan, c, p, opts.verbose);
     }
     out.push('\n');
     let _ = writeln!(out, "{}", p.bold(&summary(plan)));
-    if !plan.refused.is_empty() {
+    out.push_str(&by_target_and_tenant(plan));
+    blocked_text(&mut out, plan, p);
+    out
+}
+
+/// One change: its head line, then its attribute lines.
+fn change_text(out: &mut String, plan: &Plan, c: &Change, p: Paint, verbose: bool) {
+    let head = format!("{} {}", symbol(c.action), c.address);
+    let coloured = match c.action {
+        Action::Create => p.green(&head),
+        Action::Update => p.yellow(&head),
+        Action::Replace | Action::Delete => p.red(&head),
+    };
+    let mut notes = vec![verb(c.action).to_string()];
+    if c.destructive {
+        notes.push(p.red("destructive: data is lost"));
+    }
+    if c.drift {
+        notes.push(p.yellow("drift: changed outside kombiform"));
+    }
+    if let Some(why) = plan.vetoed.get(&c.address) {
+        notes.push(p.red(&format!("never applied: {why}")));
+    } else if plan.refused.contains(&c.address) {
+        notes.push(p.red("blocked: needs consent"));
+    } else if let Some(by) = plan.consented.get(&c.address) {
+        notes.push(format!("consent: {by}"));
+    }
+    let _ = writeln!(
+        out,
+        "  {coloured}  {}",
+        p.dim(&format!("({})", notes.join(", ")))
+    );
+    let listed = verbose || matches!(c.action, Action::Update | Action::Replace);
+    if !listed {
+        return;
+    }
+    let width = if verbose { Width::Full } else { Width::Short };
+    let forced: Vec<String> = c
+        .attrs
+        .iter()
+        .filter(|a| a.forces_replace)
+        .map(|a| display_name(&a.name, a.before.as_ref(), a.after.as_ref()))
+        .collect();
+    for l in change_leaves(c) {
+        let mark = if forced
+            .iter()
+            .any(|f| l.path == *f || l.path.starts_with(&format!("{f}.")))
+        {
+            p.red("  # forces replacement")
+        } else {
+            String::new()
+        };
+        let line = match c.action {
+            Action::Create => format!("{}: {}", l.path, show(l.after.as_ref(), width)),
+            Action::Delete => format!("{}: {}", l.path, show(l.before.as_ref(), width)),
+            _ => format!(
+                "{}: {} → {}",
+                l.path,
+                show(l.before.as_ref(), width),
+                show(l.after.as_ref(), width)
+            ),
+        };
+        let _ = writeln!(out, "      {line}{mark}");
+    }
+}
+
+/// What blocks the plan and how to consent, for people.
+fn blocked_text(out: &mut String, plan: &Plan, p: Paint) {
+    if plan.refused.is_empty() {
+        return;
+    }
+    let needs_consent = plan.refused.len() - plan.vetoed.len();
+    let _ = writeln!(
+        out,
+        "\n{} nothing will be applied while {} change(s) are refused.",
+        p.red("Blocked:"),
+        plan.refused.len()
+    );
+    if needs_consent > 0 {
+        let args = crate::consent_arguments(plan);
         let _ = writeln!(
             out,
-            "\n{} {} destructive change(s) need consent: rerun with --allow-destroy ADDRESS (or opt in in the spec):",
-            p.red("Blocked:"),
-            plan.refused.len()
+            "{needs_consent} destructive change(s) need consent (or `allowDestroy: true` on the tenant's spec). Consent with:\n  {}",
+            args.iter()
+                .map(|a| format!("--allow-destroy {a}"))
+                .collect::<Vec<_>>()
+                .join(" ")
         );
-        for a in &plan.refused {
-            let _ = writeln!(out, "  - {a}");
+    }
+    if !plan.vetoed.is_empty() {
+        let _ = writeln!(
+            out,
+            "{} change(s) are never applied, whatever the consent; change the specs:",
+            plan.vetoed.len()
+        );
+        for (a, why) in &plan.vetoed {
+            let _ = writeln!(out, "  - {a}: {why}");
+        }
+    }
+}
+
+/// How many changes of each action, in words (`4 to create, 1 to delete`); `none` when
+/// there are none.
+fn counts_text(counts: &[usize; 4]) -> String {
+    let words = ["to create", "to update", "to replace", "to delete"];
+    let parts: Vec<String> = counts
+        .iter()
+        .zip(words)
+        .filter(|(n, _)| **n > 0)
+        .map(|(n, w)| format!("{n} {w}"))
+        .collect();
+    if parts.is_empty() {
+        "none".to_string()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn action_index(a: Action) -> usize {
+    match a {
+        Action::Create => 0,
+        Action::Update => 1,
+        Action::Replace => 2,
+        Action::Delete => 3,
+    }
+}
+
+/// Tenants named in a summary line before the rest are counted.
+const NAMED_TENANTS: usize = 5;
+
+/// The changes counted per target, then per tenant; tenants with the same counts share a
+/// line, so a first plan of 300 tenants stays a few lines.
+fn by_target_and_tenant(plan: &Plan) -> String {
+    if plan.changes.is_empty() {
+        return String::new();
+    }
+    let mut per: BTreeMap<&str, BTreeMap<Option<&str>, [usize; 4]>> = BTreeMap::new();
+    for c in &plan.changes {
+        let counts = per
+            .entry(c.provider())
+            .or_default()
+            .entry(c.tenant())
+            .or_insert([0; 4]);
+        counts[action_index(c.action)] += 1;
+    }
+    let mut out = String::from("By target and tenant:\n");
+    for (target, tenants) in &per {
+        let mut total = [0; 4];
+        for counts in tenants.values() {
+            for (t, n) in total.iter_mut().zip(counts) {
+                *t += n;
+            }
+        }
+        let _ = writeln!(out, "  {target}: {}", counts_text(&total));
+        if let Some(shared) = tenants.get(&None) {
+            let _ = writeln!(out, "    not of a tenant: {}", counts_text(shared));
+        }
+        let mut groups: BTreeMap<[usize; 4], Vec<&str>> = BTreeMap::new();
+        for (tenant, counts) in tenants {
+            if let Some(t) = tenant {
+                groups.entry(*counts).or_default().push(t);
+            }
+        }
+        let mut groups: Vec<([usize; 4], Vec<&str>)> = groups.into_iter().collect();
+        groups.sort_by(|a, b| (b.1.len(), &a.1).cmp(&(a.1.len(), &b.1)));
+        for (counts, names) in groups {
+            let each = if names.len() > 1 { " each" } else { "" };
+            let _ = writeln!(
+                out,
+                "    {}: {}{each}",
+                tenant_list(&names),
+                counts_text(&counts)
+            );
         }
     }
     out
+}
+
+/// `tenant acme`, `tenants acme, globex`, `300 tenants: acme, globex, … and 295 more`.
+fn tenant_list(names: &[&str]) -> String {
+    match names {
+        [one] => format!("tenant {one}"),
+        _ if names.len() <= NAMED_TENANTS => format!("tenants {}", names.join(", ")),
+        _ => format!(
+            "{} tenants: {}, … and {} more",
+            names.len(),
+            names[..NAMED_TENANTS].join(", "),
+            names.len() - NAMED_TENANTS
+        ),
+    }
 }
 
 /// The state-only part of a plan: what apply records or drops without changing anything live.
@@ -355,8 +540,13 @@ fn header(plan: &Plan) -> String {
     if !plan.refused.is_empty() {
         let _ = writeln!(
             out,
-            "> **Blocked:** {} destructive change(s) need `--allow-destroy`.\n",
-            plan.refused.len()
+            "> **Blocked:** {} change(s) refused. Consent with: `{}`\n",
+            plan.refused.len(),
+            crate::consent_arguments(plan)
+                .iter()
+                .map(|a| format!("--allow-destroy {a}"))
+                .collect::<Vec<_>>()
+                .join(" ")
         );
     }
     out
@@ -400,14 +590,34 @@ fn markdown_with(plan: &Plan, detail_lines: usize) -> String {
             for l in change_leaves(c).iter().take(detail_lines) {
                 match c.action {
                     Action::Create => {
-                        let _ = writeln!(out, "+   {}: {}", l.path, show(l.after.as_ref()));
+                        let _ = writeln!(
+                            out,
+                            "+   {}: {}",
+                            l.path,
+                            show(l.after.as_ref(), Width::Short)
+                        );
                     }
                     Action::Delete => {
-                        let _ = writeln!(out, "-   {}: {}", l.path, show(l.before.as_ref()));
+                        let _ = writeln!(
+                            out,
+                            "-   {}: {}",
+                            l.path,
+                            show(l.before.as_ref(), Width::Short)
+                        );
                     }
                     _ => {
-                        let _ = writeln!(out, "-   {}: {}", l.path, show(l.before.as_ref()));
-                        let _ = writeln!(out, "+   {}: {}", l.path, show(l.after.as_ref()));
+                        let _ = writeln!(
+                            out,
+                            "-   {}: {}",
+                            l.path,
+                            show(l.before.as_ref(), Width::Short)
+                        );
+                        let _ = writeln!(
+                            out,
+                            "+   {}: {}",
+                            l.path,
+                            show(l.after.as_ref(), Width::Short)
+                        );
                     }
                 }
             }
@@ -472,6 +682,8 @@ mod tests {
             changes,
             unchanged: 5,
             refused: vec![],
+            vetoed: BTreeMap::new(),
+            consented: BTreeMap::new(),
             adopt: vec![],
             forget: vec![],
         }
@@ -507,6 +719,56 @@ mod tests {
         assert!(!t.contains("online"), "{t}");
         assert!(t.contains("drift"), "{t}");
         assert!(t.contains("Plan: 0 to create, 1 to update, 0 to replace, 0 to delete; 5 unchanged; 1 drifted."), "{t}");
+    }
+
+    #[test]
+    fn pocketbase_fields_are_shown_by_name_and_creates_take_one_line() {
+        let mut c = update(
+            "pocketbase.collection.t_acme_nodes",
+            json!({"name": "hostname", "max": 253}),
+            json!({"name": "hostname", "max": 255}),
+        );
+        c.attrs[0].name = "fields.text1314505826".into();
+        let mut create = update("pocketbase.collection.t_acme_users", json!(null), json!({}));
+        create.action = Action::Create;
+        create.attrs[0].before = None;
+        let t = text(&plan_with(vec![c, create.clone()]), false);
+        assert!(t.contains("fields[hostname].max: 253 → 255"), "{t}");
+        assert!(!t.contains("text1314505826"), "{t}");
+        assert!(
+            t.contains("+ pocketbase.collection.t_acme_users  (create"),
+            "{t}"
+        );
+        assert!(!t.contains("      fields: {}"), "a create is one line: {t}");
+        let verbose = text_with(
+            &plan_with(vec![create]),
+            TextOptions {
+                color: false,
+                verbose: true,
+            },
+        );
+        assert!(verbose.contains("      fields: {}"), "{verbose}");
+    }
+
+    #[test]
+    fn the_summary_groups_tenants_with_the_same_changes() {
+        let changes: Vec<Change> = (0..300)
+            .flat_map(|i| {
+                ["postgres.tenant", "postgres.quota"].map(|kind| {
+                    let mut c = update(&format!("{kind}.t{i:03}"), json!(1), json!(2));
+                    c.action = Action::Create;
+                    if let Some(d) = c.desired.as_mut() {
+                        d.meta.insert("tenant".into(), json!(format!("t{i:03}")));
+                    }
+                    c
+                })
+            })
+            .collect();
+        let s = by_target_and_tenant(&plan_with(changes));
+        assert_eq!(
+            s,
+            "By target and tenant:\n  postgres: 600 to create\n    300 tenants: t000, t001, t002, t003, t004, … and 295 more: 2 to create each\n"
+        );
     }
 
     #[test]

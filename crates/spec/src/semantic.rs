@@ -268,7 +268,9 @@ fn check_platform_tokens(l: &Located<Platform>, diags: &mut Vec<Diagnostic>) {
                 "exactly one key of `sso.platformTokens.keys` must have `signs: true`",
                 l.label(&[&base[..], &["keys"]].concat()),
             )
-            .hint("rotation: add the new key, then move `signs: true` to it, then remove the old key"),
+            .hint(
+                "rotation: add the new key, then move `signs: true` to it, then remove the old key",
+            ),
         );
     }
     if !(60..=3600).contains(&t.ttl_seconds) {
@@ -282,7 +284,12 @@ fn check_platform_tokens(l: &Located<Platform>, diags: &mut Vec<Diagnostic>) {
         );
     }
     if let Some(issuer) = &t.issuer {
-        check_url(issuer, "platform token issuer", l.label(&[&base[..], &["issuer"]].concat()), diags);
+        check_url(
+            issuer,
+            "platform token issuer",
+            l.label(&[&base[..], &["issuer"]].concat()),
+            diags,
+        );
     }
     let mut seen = std::collections::BTreeSet::new();
     for (i, k) in t.keys.iter().enumerate() {
@@ -290,7 +297,9 @@ fn check_platform_tokens(l: &Located<Platform>, diags: &mut Vec<Diagnostic>) {
         let at = |f: &str| l.label(&[&base[..], &["keys", &idx, f]].concat());
         let valid = !k.id.is_empty()
             && k.id.len() <= 32
-            && k.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && k.id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !k.id.starts_with('-');
         if !valid {
             diags.push(
@@ -299,11 +308,21 @@ fn check_platform_tokens(l: &Located<Platform>, diags: &mut Vec<Diagnostic>) {
             );
         } else if !seen.insert(k.id.as_str()) {
             diags.push(
-                Diagnostic::error("duplicate-name", format!("token key `{}` is defined twice", k.id), at("id"))
-                    .hint("key ids are unique"),
+                Diagnostic::error(
+                    "duplicate-name",
+                    format!("token key `{}` is defined twice", k.id),
+                    at("id"),
+                )
+                .hint("key ids are unique"),
             );
         }
-        check_pem(&k.public_key_pem, "PUBLIC KEY", "token key", at("publicKeyPem"), diags);
+        check_pem(
+            &k.public_key_pem,
+            "PUBLIC KEY",
+            "token key",
+            at("publicKeyPem"),
+            diags,
+        );
     }
 }
 
@@ -312,8 +331,18 @@ fn check_platform_tokens(l: &Located<Platform>, diags: &mut Vec<Diagnostic>) {
 fn check_gateway_edge(l: &Located<Platform>, diags: &mut Vec<Diagnostic>) {
     let p = &l.item;
     if let Some(a) = &p.kong.authorization_code {
-        check_url(&a.redirect_uri, "redirect uri", l.label(&["spec", "kong", "authorizationCode", "redirectUri"]), diags);
-        check_url(&a.logout_redirect_uri, "logout redirect uri", l.label(&["spec", "kong", "authorizationCode", "logoutRedirectUri"]), diags);
+        check_url(
+            &a.redirect_uri,
+            "redirect uri",
+            l.label(&["spec", "kong", "authorizationCode", "redirectUri"]),
+            diags,
+        );
+        check_url(
+            &a.logout_redirect_uri,
+            "logout redirect uri",
+            l.label(&["spec", "kong", "authorizationCode", "logoutRedirectUri"]),
+            diags,
+        );
     }
     let Some(fd) = &p.front_door else {
         return;

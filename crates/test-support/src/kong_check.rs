@@ -1,5 +1,5 @@
 //! Our own typed checks of a generated Kong config (the test oracle's layers b and c of
-//! `shared/ref/kong.md` §4), on top of the external `kong-validate`.
+//! `shared/ref/kong.md` §4), on top of the schema oracle ([`crate::kong_oracle`]).
 //!
 //! The document is read into typed structs that mirror the Kong 3.9 entity and plugin
 //! schemas we emit (unknown fields are errors), then invariants are checked: only plugins of
@@ -538,9 +538,15 @@ impl Checker {
                 None if anonymous_users.contains(c.username.as_str()) => {
                     self.anonymous_consumer(&at, c);
                 }
-                None => self.err(&at, "a tenant consumer needs its custom_id (the organization id)"),
+                None => self.err(
+                    &at,
+                    "a tenant consumer needs its custom_id (the organization id)",
+                ),
             }
-            if c.groups.as_ref().is_some_and(|g| g.iter().all(|g| !g.name.is_empty())) {
+            if c.groups
+                .as_ref()
+                .is_some_and(|g| g.iter().all(|g| !g.name.is_empty()))
+            {
                 self.err(
                     &format!("{at}/groups"),
                     if oss {
@@ -570,7 +576,10 @@ impl Checker {
             }
         }
         match (&d.consumer_group_consumers, oss) {
-            (Some(_), true) => self.err("/consumer_group_consumers", "consumer groups are Enterprise-only"),
+            (Some(_), true) => self.err(
+                "/consumer_group_consumers",
+                "consumer groups are Enterprise-only",
+            ),
             (Some(members), false) => {
                 let mut seen = BTreeSet::new();
                 for (i, m) in members.iter().enumerate() {
@@ -582,7 +591,10 @@ impl Checker {
                         self.err(&at, format!("no consumer group `{}`", m.consumer_group));
                     }
                     if !seen.insert(m.consumer.as_str()) {
-                        self.err(&at, format!("consumer `{}` is in two plan groups", m.consumer));
+                        self.err(
+                            &at,
+                            format!("consumer `{}` is in two plan groups", m.consumer),
+                        );
                     }
                 }
             }
@@ -592,9 +604,15 @@ impl Checker {
             let at = format!("/plugins/{j}");
             if let Some(g) = &p.consumer_group {
                 if oss {
-                    self.err(&format!("{at}/consumer_group"), "consumer groups are Enterprise-only");
+                    self.err(
+                        &format!("{at}/consumer_group"),
+                        "consumer groups are Enterprise-only",
+                    );
                 } else if !group_names.contains(g.as_str()) {
-                    self.err(&format!("{at}/consumer_group"), format!("no consumer group `{g}`"));
+                    self.err(
+                        &format!("{at}/consumer_group"),
+                        format!("no consumer group `{g}`"),
+                    );
                 }
                 self.plugin(&at, p, Scope::ConsumerGroup);
             } else {
@@ -628,7 +646,10 @@ impl Checker {
     /// from its own `request-termination` (after its own per-IP `rate-limiting`).
     fn anonymous_consumer(&mut self, at: &str, c: &Consumer) {
         if !c.jwt_secrets.is_empty() {
-            self.err(&format!("{at}/jwt_secrets"), "the anonymous consumer must hold no credential");
+            self.err(
+                &format!("{at}/jwt_secrets"),
+                "the anonymous consumer must hold no credential",
+            );
         }
         let terminates = c.plugins.iter().any(|p| {
             p.name == "request-termination"
@@ -724,7 +745,10 @@ impl Checker {
         }
         for (h, values) in r.headers.iter().flatten() {
             if h.is_empty() || values.is_empty() || h.eq_ignore_ascii_case("host") {
-                self.err(&format!("{at}/headers"), format!("header `{h}`: a name other than host and at least one value"));
+                self.err(
+                    &format!("{at}/headers"),
+                    format!("header `{h}`: a name other than host and at least one value"),
+                );
             }
         }
         if r.protocols.iter().any(|p| p != "http" && p != "https") || r.protocols.is_empty() {
@@ -778,9 +802,11 @@ impl Checker {
             }
         }
         let names_of: BTreeSet<&str> = r.plugins.iter().map(|p| p.name.as_str()).collect();
-        let internal = r.paths.iter().map(|p| literal_path(p)).any(|p| {
-            p == "/api/internal" || p.starts_with("/api/internal/")
-        });
+        let internal = r
+            .paths
+            .iter()
+            .map(|p| literal_path(p))
+            .any(|p| p == "/api/internal" || p.starts_with("/api/internal/"));
         if internal
             && !names_of.contains("ip-restriction")
             && !names_of.contains("request-termination")
@@ -996,14 +1022,24 @@ impl Checker {
                         self.err(&cat, "no function");
                     }
                     for f in c.header_filter.iter().chain(&c.body_filter) {
-                        let forbidden = ["require(", "require \"", "os.", "io.", "loadstring", "ngx.pipe"];
+                        let forbidden = [
+                            "require(",
+                            "require \"",
+                            "os.",
+                            "io.",
+                            "loadstring",
+                            "ngx.pipe",
+                        ];
                         let uses = |w: &str| {
                             f.match_indices(w).any(|(i, _)| {
                                 i == 0 || !f.as_bytes()[i - 1].is_ascii_alphanumeric()
                             })
                         };
                         if forbidden.iter().any(|w| uses(w)) {
-                            self.err(&cat, "functions use only the kong PDK (the sandbox refuses the rest)");
+                            self.err(
+                                &cat,
+                                "functions use only the kong PDK (the sandbox refuses the rest)",
+                            );
                         }
                     }
                 }
@@ -1045,7 +1081,9 @@ impl Checker {
                         if c.client_id.is_empty() || c.redirect_uri.is_empty() {
                             self.err(&cat, "authorization code needs client_id and redirect_uri");
                         }
-                        if !c.client_secret.iter().all(|s| is_vault_ref(s)) || c.client_secret.is_empty() {
+                        if !c.client_secret.iter().all(|s| is_vault_ref(s))
+                            || c.client_secret.is_empty()
+                        {
                             self.err(&format!("{cat}/client_secret"), "must be vault references");
                         }
                         if c.require_proof_key_for_code_exchange != Some(true) {
@@ -1054,7 +1092,12 @@ impl Checker {
                         if c.session_storage.is_none() {
                             self.err(&cat, "authorization code needs a session store");
                         }
-                        let _ = (&c.client_auth, &c.scopes, &c.response_mode, &c.login_methods);
+                        let _ = (
+                            &c.client_auth,
+                            &c.scopes,
+                            &c.response_mode,
+                            &c.login_methods,
+                        );
                         let _ = (&c.login_action, c.preserve_query_args, &c.logout_uri_suffix);
                         let _ = (&c.logout_methods, c.logout_revoke, &c.logout_redirect_uri);
                     }
@@ -1179,8 +1222,10 @@ impl Checker {
                 for (k, v) in m {
                     let here = format!("{at}/{k}");
                     if let Value::String(s) = v {
-                        let secretish = matches!(k.as_str(), "password" | "session_secret" | "key" | "client_secret")
-                            && !here.contains("/jwt_secrets/");
+                        let secretish = matches!(
+                            k.as_str(),
+                            "password" | "session_secret" | "key" | "client_secret"
+                        ) && !here.contains("/jwt_secrets/");
                         if secretish && !is_vault_ref(s) {
                             self.err(&here, "must be a vault reference, never the value");
                         }
@@ -1216,7 +1261,10 @@ fn all_plugins(d: &Doc) -> impl Iterator<Item = &Plugin> {
     });
     let routes = d.routes.iter().flat_map(|r| r.plugins.iter());
     let consumers = d.consumers.iter().flat_map(|c| c.plugins.iter());
-    services.chain(routes).chain(consumers).chain(d.plugins.iter())
+    services
+        .chain(routes)
+        .chain(consumers)
+        .chain(d.plugins.iter())
 }
 
 /// `{vault://<vault>/<resource>...}`.

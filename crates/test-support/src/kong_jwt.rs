@@ -69,13 +69,23 @@ fn unauthorized<T>(m: impl Into<String>) -> Result<T, Failure> {
     Err(Failure::Unauthorized(m.into()))
 }
 
-fn verify(doc: &Value, conf: &Value, authorization: Option<&str>, now: i64) -> Result<Outcome, Failure> {
+fn verify(
+    doc: &Value,
+    conf: &Value,
+    authorization: Option<&str>,
+    now: i64,
+) -> Result<Outcome, Failure> {
     let headers: Vec<&str> = conf
         .get("header_names")
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_else(|| vec!["authorization"]);
-    let token = match (headers.iter().any(|h| h.eq_ignore_ascii_case("authorization")), authorization) {
+    let token = match (
+        headers
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case("authorization")),
+        authorization,
+    ) {
         (true, Some(h)) => bearer(h),
         _ => None,
     };
@@ -87,7 +97,11 @@ fn verify(doc: &Value, conf: &Value, authorization: Option<&str>, now: i64) -> R
         .get("key_claim_name")
         .and_then(Value::as_str)
         .unwrap_or("iss");
-    let selector = match claims.get(claim).filter(|v| truthy(v)).or_else(|| header.get(claim).filter(|v| truthy(v))) {
+    let selector = match claims
+        .get(claim)
+        .filter(|v| truthy(v))
+        .or_else(|| header.get(claim).filter(|v| truthy(v)))
+    {
         None => return unauthorized(format!("No mandatory '{claim}' in claims")),
         Some(Value::String(s)) if s.is_empty() => {
             return unauthorized(format!("Invalid '{claim}' in claims"))
@@ -216,10 +230,17 @@ fn credential(doc: &Value, selector: &Value) -> Option<(String, Value)> {
     })
 }
 
-fn signature_verifies(alg: &str, pem: &str, input: &[u8], signature: &[u8]) -> Result<bool, Failure> {
+fn signature_verifies(
+    alg: &str,
+    pem: &str,
+    input: &[u8],
+    signature: &[u8],
+) -> Result<bool, Failure> {
     use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, RSA_PKCS1_2048_8192_SHA256};
-    let spki = pem_der(pem).ok_or_else(|| Failure::Error("Consumer Public Key is Invalid".into()))?;
-    let key = spki_key(&spki).ok_or_else(|| Failure::Error("Consumer Public Key is Invalid".into()))?;
+    let spki =
+        pem_der(pem).ok_or_else(|| Failure::Error("Consumer Public Key is Invalid".into()))?;
+    let key =
+        spki_key(&spki).ok_or_else(|| Failure::Error("Consumer Public Key is Invalid".into()))?;
     match alg {
         "ES256" => {
             if signature.len() != 64 {

@@ -4,9 +4,9 @@
 //! What it follows (Kong 3.9 and Container Apps' documented behaviour, for what the delivery
 //! path uses):
 //! - a replica starts from `KONG_DECLARATIVE_CONFIG` (a file of the share) and refuses to
-//!   start on a config Kong would reject ([`KongReplica::start`]: YAML that does not parse, or
-//!   a document our typed checks refuse, [`crate::kong_check`], the offline oracle mirroring
-//!   what `kong-validate` refuses);
+//!   start on a config Kong would reject ([`KongReplica::start`]: YAML that does not parse, a
+//!   document the schema oracle refuses, [`crate::kong_oracle`], which mirrors what
+//!   `kong-validate` refuses, or one our typed checks refuse, [`crate::kong_check`]);
 //! - a running replica answers `GET /status` with `{"configuration_hash": md5(file bytes),
 //!   ...}` (kong@3.9.3 `kong/api/routes/health.lua`: DB-less mode reports the hash and no
 //!   `database`), `GET /status/ready` with 200 once its config is loaded, and anything else
@@ -30,7 +30,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use kombiform_model::KongEdition;
 
-use crate::kong_check;
+use crate::{kong_check, kong_oracle};
 
 /// One running Kong replica.
 pub struct KongReplica {
@@ -94,7 +94,8 @@ fn load(bytes: &[u8], edition: KongEdition) -> Result<()> {
     };
     let mut diags = Vec::new();
     let json = doc.root.to_json(0, &mut diags);
-    let problems = kong_check::check(&json, edition);
+    let mut problems = kong_oracle::check(&json, &kong_oracle::Options::for_edition(edition))?;
+    problems.extend(kong_check::check(&json, edition));
     if let Some(p) = problems.first() {
         bail!("declarative config is invalid: {p}");
     }
@@ -139,9 +140,11 @@ fn serve(listener: TcpListener, hash: &str, stop: &AtomicBool) {
 
 fn get(addr: SocketAddr, path: &str) -> Result<String> {
     let url = format!("http://{addr}{path}");
-    let mut r = ureq::get(&url).call().with_context(|| format!("GET {url}"))?;
-    r.body_mut()
-        .read_to_string()
+    crate::http::client(Duration::from_secs(10))?
+        .get(&url)
+        .send()
+        .with_context(|| format!("GET {url}"))?
+        .text()
         .with_context(|| format!("reading {url}"))
 }
 
@@ -279,6 +282,12 @@ mod tests {
         let bad = GOOD.replace("protocol: \"http\"", "protocol: \"htps\"");
         assert!(KongReplica::start(bad.as_bytes(), KongEdition::Oss).is_err());
         assert!(KongReplica::start(b"services: [", KongEdition::Oss).is_err());
+        // What only the schema oracle knows: decK's schema refuses an unknown route field.
+        let unknown = GOOD.replace("    port: 80\n", "    port: 80\n    colour: \"blue\"\n");
+        let e = KongReplica::start(unknown.as_bytes(), KongEdition::Oss)
+            .err()
+            .unwrap();
+        assert!(format!("{e:#}").contains("[deck-schema]"), "{e:#}");
     }
 
     #[test]
@@ -290,7 +299,10 @@ mod tests {
             .deploy_unchecked("bad.yaml", b"_format_version: \"2.1\"\n")
             .is_err());
         assert_eq!(app.serving().map(|s| s.1).as_deref(), Some("good.yaml"));
-        assert_eq!(app.replica_hashes().unwrap(), vec![md5_hex(GOOD.as_bytes()); 2]);
+        assert_eq!(
+            app.replica_hashes().unwrap(),
+            vec![md5_hex(GOOD.as_bytes()); 2]
+        );
         assert_eq!(app.failed(), ["kong--r2"]);
     }
 }

@@ -13,15 +13,21 @@
 //! - [`kong_standin`]: the gateway as revisions of Kong replicas loading a config file from a
 //!   share (the delivery path's stand-in).
 //! - [`kong_jwt`]: Kong's `jwt` plugin as it selects a credential and verifies a token.
+//! - [`kong_oracle`]: the Kong schema oracle: decK's and Kong's published schemas (test data
+//!   in `tests/fixtures/kong/`) and Kong OSS 3.9's DB-less rules, nothing outside the
+//!   repository.
+//! - [`http`]: the blocking HTTP client tests talk to those servers with (reqwest).
 //! - [`tls`]: certificate authorities made at test time, for servers that speak TLS.
 //! - [`proxy`]: a TCP proxy between a client and a real server that injects the faults of a
 //!   real network (answers held back, connections reset, connections refused).
 //!
-//! Depends on the model and the spec loader only, so that every other crate's tests can use
+//! Depends on the model, the spec loader and `kombiform-sys` only, so that every other crate's tests can use
 //! it without a dependency cycle. Not a mock layer and not part of any shipped binary.
 
+pub mod http;
 pub mod kong_check;
 pub mod kong_jwt;
+pub mod kong_oracle;
 pub mod kong_standin;
 pub mod pocketbase;
 pub mod postgres;

@@ -29,7 +29,7 @@ const EXE_VAR: &str = "KOMBIFORM_POCKETBASE";
 pub struct PocketBase {
     port: u16,
     log_path: PathBuf,
-    agent: ureq::Agent,
+    agent: reqwest::blocking::Client,
     /// The server process; `None` once stopped.
     server: Option<Child>,
     /// Dropped after `server` is killed (fields drop after `Drop::drop`), removing every file.
@@ -49,15 +49,7 @@ impl PocketBase {
             .tempdir()
             .context("creating a temp dir for PocketBase")?;
         let log_path = dir.path().join("pocketbase.log");
-        let agent = ureq::Agent::new_with_config(
-            ureq::Agent::config_builder()
-                // Tests assert on statuses, so a 4xx is a response, not an error.
-                .http_status_as_error(false)
-                .timeout_global(Some(Duration::from_secs(10)))
-                // A loopback server is never behind the environment's proxy.
-                .proxy(None)
-                .build(),
-        );
+        let agent = crate::http::client(Duration::from_secs(10))?;
         let mut pb = PocketBase {
             port: 0,
             log_path,
@@ -101,7 +93,7 @@ impl PocketBase {
             let ready = || {
                 agent
                     .get(format!("http://{health}/api/health"))
-                    .call()
+                    .send()
                     .is_ok_and(|response| response.status() == 200)
             };
             match process::wait_until_ready("pocketbase", child, &pb.log_path, ready)? {
@@ -125,7 +117,7 @@ impl PocketBase {
     }
 
     /// An HTTP agent for this server: 4xx/5xx are responses (not errors), 10 s timeout, no proxy.
-    pub fn agent(&self) -> &ureq::Agent {
+    pub fn agent(&self) -> &reqwest::blocking::Client {
         &self.agent
     }
 
@@ -138,15 +130,15 @@ impl PocketBase {
         );
         let body =
             serde_json::json!({ "identity": SUPERUSER_EMAIL, "password": SUPERUSER_PASSWORD });
-        let mut response = self
+        let response = self
             .agent
             .post(&url)
-            .send_json(&body)
+            .json(&body)
+            .send()
             .with_context(|| format!("POST {url}"))?;
         let status = response.status();
         let text = response
-            .body_mut()
-            .read_to_string()
+            .text()
             .with_context(|| format!("reading the response of POST {url}"))?;
         if status != 200 {
             bail!("POST {url} answered {status}: {text}");

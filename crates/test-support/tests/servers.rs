@@ -83,7 +83,7 @@ fn pocketbase_superuser_lists_collections() -> Result<()> {
     let pb = PocketBase::start()?;
     let url = format!("{}/api/collections", pb.url());
 
-    let anonymous = pb.agent().get(&url).call()?;
+    let anonymous = pb.agent().get(&url).send()?;
     assert_eq!(
         anonymous.status(),
         401,
@@ -91,13 +91,13 @@ fn pocketbase_superuser_lists_collections() -> Result<()> {
     );
 
     let token = pb.superuser_token()?;
-    let mut response = pb
+    let response = pb
         .agent()
         .get(&url)
         .header("Authorization", &token)
-        .call()?;
+        .send()?;
     assert_eq!(response.status(), 200);
-    let body: Value = response.body_mut().read_json()?;
+    let body: Value = response.json()?;
     let names: Vec<&str> = body["items"]
         .as_array()
         .context("no `items` array in the collection list")?
@@ -124,7 +124,8 @@ fn pocketbase_runs_without_automigrate() -> Result<()> {
         .agent()
         .post(format!("{}/api/collections", pb.url()))
         .header("Authorization", &token)
-        .send_json(&collection)?;
+        .json(&collection)
+        .send()?;
     assert_eq!(response.status(), 200);
 
     // With automigrate on, that API call would have written pb_migrations/<ts>_created_t_acme_nodes.js.
@@ -144,7 +145,7 @@ fn pocketbase_is_gone_after_drop() -> Result<()> {
     let health = format!("{}/api/health", pb.url());
     let dir = pb.dir().to_path_buf();
     let agent = pb.agent().clone();
-    assert_eq!(agent.get(&health).call()?.status(), 200);
+    assert_eq!(agent.get(&health).send()?.status(), 200);
 
     // A wrong password is refused: the superuser is real, not a stub that accepts anything.
     let wrong = agent
@@ -152,15 +153,14 @@ fn pocketbase_is_gone_after_drop() -> Result<()> {
             "{}/api/collections/_superusers/auth-with-password",
             pb.url()
         ))
-        .send_json(
-            serde_json::json!({ "identity": SUPERUSER_EMAIL, "password": "wrong-password" }),
-        )?;
+        .json(&serde_json::json!({ "identity": SUPERUSER_EMAIL, "password": "wrong-password" }))
+        .send()?;
     assert_eq!(wrong.status(), 400);
 
     drop(pb);
     assert!(!dir.exists(), "{} still exists after drop", dir.display());
     assert!(
-        agent.get(&health).call().is_err(),
+        agent.get(&health).send().is_err(),
         "server still answers after drop"
     );
     Ok(())

@@ -118,10 +118,10 @@ impl Lab {
     }
 
     pub(crate) fn plan_json(&self) -> Result<(i32, Value)> {
-        let out = self.run(&["plan", "--env", "local", "--json"])?;
+        let out = self.run(&["plan", "--env", "local", "--format", "json"])?;
         let v: Value = serde_json::from_slice(&out.stdout).with_context(|| {
             format!(
-                "plan --json printed no JSON: {}",
+                "plan --format json printed no JSON: {}",
                 String::from_utf8_lossy(&out.stderr)
             )
         })?;
@@ -143,13 +143,13 @@ impl Lab {
 
     pub(crate) fn collections(&self) -> Result<Vec<String>> {
         let token = self.pb.superuser_token()?;
-        let mut res = self
+        let res = self
             .pb
             .agent()
             .get(format!("{}/api/collections?perPage=1000", self.pb.url()))
             .header("Authorization", &token)
-            .call()?;
-        let v: Value = res.body_mut().read_json()?;
+            .send()?;
+        let v: Value = res.json()?;
         let mut names: Vec<String> = v["items"]
             .as_array()
             .map(|a| {
@@ -284,20 +284,36 @@ fn removing_a_tenant_needs_consent_and_removes_only_its_data() -> Result<()> {
     assert!(plan["refused"].as_array().is_some_and(|r| !r.is_empty()));
     let out = lab.apply(&[])?;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("kombiform apply --env local --allow-destroy tenant:stark-lab\n"),
+        "the exact consent, once for the tenant:\n{err}"
+    );
     assert_eq!(
         lab.collections()?,
         before,
         "a refused apply changes nothing"
     );
 
-    let out = lab.apply(&[
-        "--allow-destroy",
-        "postgres.tenant.stark-lab",
-        "--allow-destroy",
-        "postgres.quota.stark-lab",
-        "--allow-destroy",
-        "pocketbase.collection.t_stark_lab_*",
-    ])?;
+    // A saved blocked plan is not called appliable; applied with the consent it names, it
+    // runs exactly as saved.
+    let file = lab.dir.path().join("remove.plan.json");
+    let file_arg = file.display().to_string();
+    let out = lab.run(&["plan", "--env", "local", "--save", &file_arg])?;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains(&format!(
+            "It is blocked: apply it only with consent to what it destroys:\n  kombiform apply {file_arg} --allow-destroy tenant:stark-lab"
+        )) && !shown.contains("Apply exactly this plan"),
+        "{shown}"
+    );
+    let out = lab.run(&["apply", &file_arg])?;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!(
+        "kombiform apply {file_arg} --allow-destroy tenant:stark-lab"
+    )));
+    let out = lab.run(&["apply", &file_arg, "--allow-destroy", "tenant:stark-lab"])?;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let after = lab.collections()?;
     let gone: Vec<&String> = before.iter().filter(|c| !after.contains(c)).collect();
@@ -329,7 +345,7 @@ fn apply_and_kill_after(lab: &Lab, n: usize) -> Result<usize> {
             "--auto-approve",
             "--parallelism",
             "1",
-            "--events",
+            "--format",
             "json",
         ])
         .stdout(Stdio::piped())
@@ -405,7 +421,7 @@ fn a_second_apply_fails_fast_on_the_lock_and_names_the_holder() -> Result<()> {
             "--auto-approve",
             "--parallelism",
             "1",
-            "--events",
+            "--format",
             "json",
         ])
         .stdout(Stdio::piped())
@@ -456,7 +472,7 @@ fn out_of_band_changes_show_as_drift_and_stale_plans_are_refused() -> Result<()>
         "plan",
         "--env",
         "local",
-        "--out",
+        "--save",
         &plan_file.display().to_string(),
     ])?;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
@@ -498,16 +514,17 @@ fn pb_call(
 ) -> Result<(u16, Value)> {
     let url = format!("{}{path}", lab.pb.url());
     let agent = lab.pb.agent();
-    let mut res = match (method, body) {
-        ("GET", _) => agent.get(&url).header("Authorization", token).call()?,
+    let res = match (method, body) {
+        ("GET", _) => agent.get(&url).header("Authorization", token).send()?,
         ("POST", b) => agent
             .post(&url)
             .header("Authorization", token)
-            .send_json(b.unwrap_or(Value::Null))?,
+            .json(&b.unwrap_or(Value::Null))
+            .send()?,
         (other, _) => anyhow::bail!("unsupported method {other}"),
     };
     let status = res.status().as_u16();
-    let text = res.body_mut().read_to_string().unwrap_or_default();
+    let text = res.text().unwrap_or_default();
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
 }
 
@@ -599,5 +616,126 @@ fn suspending_a_tenant_is_a_planned_rule_change_that_shuts_and_reopens_its_data(
             "data kept"
         );
     }
+    Ok(())
+}
+
+#[test]
+fn wrong_or_missing_credentials_name_the_variable_to_set() -> Result<()> {
+    let lab = Lab::start()?;
+    let out = lab
+        .cmd(&["plan", "--env", "local"])
+        .env("POCKETBASE_SUPERUSER_PASSWORD", "not-the-password")
+        .output()?;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "PocketBase refused the password of superuser {SUPERUSER_EMAIL}: set POCKETBASE_SUPERUSER_PASSWORD to it"
+        )),
+        "{err}"
+    );
+    let out = lab
+        .cmd(&["plan", "--env", "local"])
+        .env_remove("POCKETBASE_SUPERUSER_PASSWORD")
+        .output()?;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("set environment variable POCKETBASE_SUPERUSER_PASSWORD"),
+        "{}",
+        text(&out)
+    );
+    Ok(())
+}
+
+/// A copy of the example specs whose local servers are on free ports nobody listens on.
+fn specs_with_nothing_listening(dir: &Path) -> Result<()> {
+    let specs = dir.join("specs");
+    copy_dir(&kombiform_test_support::example_specs_dir(), &specs)?;
+    let local = specs.join("platform/local.yaml");
+    let text = std::fs::read_to_string(&local)?;
+    let pg = kombiform_test_support::free_port()?;
+    let pb = kombiform_test_support::free_port()?;
+    let text = text
+        .replace("    port: 5432\n", &format!("    port: {pg}\n"))
+        .replace(
+            "url: http://127.0.0.1:8090",
+            &format!("url: http://127.0.0.1:{pb}"),
+        );
+    anyhow::ensure!(
+        text.contains(&format!("port: {pg}")),
+        "could not move local.yaml"
+    );
+    std::fs::write(&local, text)?;
+    Ok(())
+}
+
+#[test]
+fn nothing_listening_points_at_the_local_servers_script() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    specs_with_nothing_listening(dir.path())?;
+    let out = Command::new(env!("CARGO_BIN_EXE_kombiform"))
+        .args(["plan", "--env", "local"])
+        .current_dir(dir.path())
+        .env("POCKETBASE_SUPERUSER_PASSWORD", SUPERUSER_PASSWORD)
+        .env("PGPASSWORD", "")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .output()?;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "\nhint: nothing is listening there: start the local servers with `./scripts/local-up.sh`"
+        ),
+        "{err}"
+    );
+    assert!(
+        !err.contains('\r') && !err.contains('\x1b'),
+        "no spinner or colour on a pipe: {err:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn on_a_terminal_plan_shows_what_it_is_doing() -> Result<()> {
+    // A pseudo-terminal from util-linux's `script`: stderr is a terminal there.
+    let dir = tempfile::tempdir()?;
+    specs_with_nothing_listening(dir.path())?;
+    let bin = env!("CARGO_BIN_EXE_kombiform");
+    let out = Command::new("script")
+        .args(["-qec", &format!("{bin} plan --env local"), "/dev/null"])
+        .current_dir(dir.path())
+        .env("POCKETBASE_SUPERUSER_PASSWORD", SUPERUSER_PASSWORD)
+        .env("PGPASSWORD", "")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .output()
+        .context("running script (util-linux) for a pseudo-terminal")?;
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        screen.contains("\r\x1b[2K⠋ connecting to the live systems of `local` (0 s)"),
+        "a spinner names what it waits for: {screen:?}"
+    );
+    assert!(
+        screen.contains("\x1b[2K") && screen.contains("hint: nothing is listening there"),
+        "the spinner is cleared before the error: {screen:?}"
+    );
+    let quiet = Command::new("script")
+        .args([
+            "-qec",
+            &format!("{bin} plan --env local --quiet"),
+            "/dev/null",
+        ])
+        .current_dir(dir.path())
+        .env("POCKETBASE_SUPERUSER_PASSWORD", SUPERUSER_PASSWORD)
+        .env("PGPASSWORD", "")
+        .stdin(Stdio::null())
+        .output()?;
+    let screen = String::from_utf8_lossy(&quiet.stdout);
+    assert!(
+        !screen.contains("connecting to the live systems"),
+        "--quiet: {screen:?}"
+    );
     Ok(())
 }

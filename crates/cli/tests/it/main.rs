@@ -6,6 +6,8 @@
 // `#[test]` functions; this extends it to the helpers beside them).
 #![allow(clippy::unwrap_used)]
 
+mod azure;
+mod cli_golden;
 mod deploy;
 mod golden;
 mod recovery;

@@ -31,7 +31,7 @@ enum Line {
     Err(String),
 }
 
-/// A running `kombiform apply --events json`.
+/// A running `kombiform apply --format json`.
 struct Running {
     child: Child,
     lines: Receiver<Line>,
@@ -45,7 +45,7 @@ impl Running {
             "--env",
             "local",
             "--auto-approve",
-            "--events",
+            "--format",
             "json",
         ];
         args.extend_from_slice(extra);
@@ -818,4 +818,38 @@ fn a_commit_whose_answer_is_lost_is_not_run_twice_nor_reported_failed() -> Resul
     assert_eq!(rows.len(), 1, "the constraint is back, once");
     admin.batch_execute("DROP TRIGGER wait_at_commit ON kombify.flags")?;
     converges(&lab, &want, "a lost COMMIT answer")
+}
+
+#[test]
+fn a_long_apply_off_a_terminal_prints_heartbeats_and_nothing_of_a_terminal() -> Result<()> {
+    let lab = Lab::start()?;
+    // PostgreSQL's unit waits for the advisory lock the test holds: the apply runs as long
+    // as the test wants, without any timing on its side.
+    let lock = AdvisoryLock::take(&lab)?;
+    let mut run = Running::start(&lab, &["--parallelism", "1", "--heartbeat", "1"])?;
+    run.wait_event("started", "postgres.")?;
+    let beat = run.wait_for(
+        "a heartbeat",
+        |l| matches!(l, Line::Err(s) if s.starts_with("apply still running: ")),
+    )?;
+    assert!(
+        beat.contains(" done, ")
+            && beat.contains(" running, ")
+            && beat.contains("; slowest: postgres."),
+        "{beat}"
+    );
+    lock.release()?;
+    let (status, out, err) = run.finish()?;
+    assert_eq!(status.code(), Some(0), "{out:#?}\n{err:#?}");
+    for line in out.iter().chain(&err) {
+        assert!(
+            !line.contains('\r') && !line.contains('\x1b'),
+            "no status line or colour on a pipe: {line:?}"
+        );
+    }
+    assert!(
+        out.iter().all(|l| l.starts_with('{')),
+        "--format json: only JSON on stdout: {out:#?}"
+    );
+    Ok(())
 }

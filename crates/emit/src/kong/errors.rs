@@ -26,17 +26,41 @@ pub const STATUSES: &[(u16, &str, &str)] = &[
     (401, "unauthorized", "A valid access token is required."),
     (403, "forbidden", "You may not call this API."),
     (404, "not_found", "There is nothing here."),
-    (405, "method_not_allowed", "This method is not allowed here."),
-    (408, "request_timeout", "The request took too long to arrive."),
-    (411, "length_required", "The request needs a Content-Length."),
+    (
+        405,
+        "method_not_allowed",
+        "This method is not allowed here.",
+    ),
+    (
+        408,
+        "request_timeout",
+        "The request took too long to arrive.",
+    ),
+    (
+        411,
+        "length_required",
+        "The request needs a Content-Length.",
+    ),
     (413, "payload_too_large", "The request body is too large."),
     (414, "uri_too_long", "The request URI is too long."),
-    (429, "rate_limited", "Too many requests: slow down and retry later."),
+    (
+        429,
+        "rate_limited",
+        "Too many requests: slow down and retry later.",
+    ),
     (494, "bad_request", "The request headers are too large."),
     (500, "internal", "Something went wrong on our side."),
-    (502, "bad_gateway", "The service answered with an invalid response."),
+    (
+        502,
+        "bad_gateway",
+        "The service answered with an invalid response.",
+    ),
     (503, "unavailable", "The service is unavailable right now."),
-    (504, "upstream_timeout", "The service did not answer in time."),
+    (
+        504,
+        "upstream_timeout",
+        "The service did not answer in time.",
+    ),
 ];
 
 /// Code and message of an unlisted 4xx status.
@@ -50,7 +74,11 @@ pub fn describe(status: u16) -> (&'static str, &'static str) {
         .iter()
         .find(|(s, _, _)| *s == status)
         .map(|(_, c, m)| (*c, *m))
-        .unwrap_or(if status >= 500 { FALLBACK_5XX } else { FALLBACK })
+        .unwrap_or(if status >= 500 {
+            FALLBACK_5XX
+        } else {
+            FALLBACK
+        })
 }
 
 /// The body Kong answers `status` with, for `request_id`: exactly what the generated Lua
@@ -104,7 +132,11 @@ fn lua_str(s: &str) -> String {
 
 /// Lua without indentation (Lua does not need it; YAML then writes it as a literal block).
 fn flush_left(lua: &str) -> String {
-    lua.lines().map(str::trim_start).collect::<Vec<_>>().join("\n") + "\n"
+    lua.lines()
+        .map(str::trim_start)
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
 }
 
 /// `header_filter`: marks Kong's own errors, fixes their headers and picks the request id.
@@ -119,7 +151,9 @@ fn header_filter(correlation_header: &str) -> String {
     lua.push_str("end\n");
     lua.push_str("return function()\n");
     lua.push_str("  local status = kong.response.get_status()\n");
-    lua.push_str("  if status < 400 or kong.response.get_source() == \"service\" then return end\n");
+    lua.push_str(
+        "  if status < 400 or kong.response.get_source() == \"service\" then return end\n",
+    );
     let _ = writeln!(lua, "  local header = {}", lua_str(correlation_header));
     lua.push_str("  kong.ctx.plugin.status = status\n");
     lua.push_str("  kong.ctx.plugin.request_id = safe(kong.response.get_header(header))\n");
@@ -135,7 +169,12 @@ fn body_filter() -> String {
     let mut lua = String::new();
     lua.push_str("local ERRORS = {\n");
     for (status, code, message) in STATUSES {
-        let _ = writeln!(lua, "  [{status}] = {{ {}, {} }},", lua_str(code), lua_str(message));
+        let _ = writeln!(
+            lua,
+            "  [{status}] = {{ {}, {} }},",
+            lua_str(code),
+            lua_str(message)
+        );
     }
     lua.push_str("}\n");
     let _ = writeln!(

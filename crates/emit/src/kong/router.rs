@@ -150,16 +150,24 @@ pub fn priority(route: &Value, paths: &[Path]) -> u64 {
         Some(Value::Object(o)) => !o.is_empty(),
         _ => false,
     };
-    let mut weight: u64 = ["sources", "destinations", "methods", "hosts", "headers", "snis"]
-        .iter()
-        .filter(|f| has(f))
-        .count() as u64;
+    let mut weight: u64 = [
+        "sources",
+        "destinations",
+        "methods",
+        "hosts",
+        "headers",
+        "snis",
+    ]
+    .iter()
+    .filter(|f| has(f))
+    .count() as u64;
     let headers = route
         .get("headers")
         .and_then(Value::as_object)
         .map_or(0, |h| h.len().min(255) as u64);
     let hosts = route.get("hosts").and_then(Value::as_array);
-    let plain_hosts = hosts.is_some_and(|h| h.iter().all(|x| !x.as_str().unwrap_or("").contains('*')));
+    let plain_hosts =
+        hosts.is_some_and(|h| h.iter().all(|x| !x.as_str().unwrap_or("").contains('*')));
     let mut regex = false;
     let mut length = 0u64;
     if let Some(first) = paths.first() {
@@ -194,8 +202,17 @@ pub fn ranked(doc: &Value) -> Vec<Ranked> {
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .flat_map(|s| s.get("routes").and_then(Value::as_array).into_iter().flatten());
-    let top = doc.get("routes").and_then(Value::as_array).into_iter().flatten();
+        .flat_map(|s| {
+            s.get("routes")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+        });
+    let top = doc
+        .get("routes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten();
     services.chain(top).flat_map(split).collect()
 }
 
@@ -208,13 +225,19 @@ fn split(route: &Value) -> Vec<Ranked> {
         .map(|h| {
             h.iter()
                 .map(|(k, v)| {
-                    let vals = strings(Some(v)).iter().map(|x| x.to_ascii_lowercase()).collect();
+                    let vals = strings(Some(v))
+                        .iter()
+                        .map(|x| x.to_ascii_lowercase())
+                        .collect();
                     (k.to_ascii_lowercase(), vals)
                 })
                 .collect()
         })
         .unwrap_or_default();
-    let paths: Vec<Path> = strings(route.get("paths")).iter().map(|p| Path::parse(p)).collect();
+    let paths: Vec<Path> = strings(route.get("paths"))
+        .iter()
+        .map(|p| Path::parse(p))
+        .collect();
     // Kong's groups: all regexes together, plain prefixes by length.
     let mut groups: Vec<Vec<Path>> = Vec::new();
     for p in paths {
@@ -222,7 +245,10 @@ fn split(route: &Value) -> Vec<Ranked> {
             Path::Prefix(s) => Some(s.len()),
             _ => None,
         };
-        match groups.iter_mut().find(|g| g.first().map(key) == Some(key(&p))) {
+        match groups
+            .iter_mut()
+            .find(|g| g.first().map(key) == Some(key(&p)))
+        {
             Some(g) => g.push(p),
             None => groups.push(vec![p]),
         }
@@ -244,7 +270,11 @@ fn split(route: &Value) -> Vec<Ranked> {
 
 fn strings(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -295,7 +325,11 @@ pub fn shadowing(doc: &Value) -> Vec<Shadow> {
             let Some(example) = common_request(a, b) else {
                 continue;
             };
-            let (hi, lo) = if a.priority >= b.priority { (a, b) } else { (b, a) };
+            let (hi, lo) = if a.priority >= b.priority {
+                (a, b)
+            } else {
+                (b, a)
+            };
             let tie = a.priority == b.priority;
             if tie || !within(hi, lo) {
                 out.push(Shadow {
@@ -348,14 +382,16 @@ fn any_path(paths: &[Path]) -> Option<String> {
 
 /// Whether every request `a` matches, `b` matches too.
 fn within(a: &Ranked, b: &Ranked) -> bool {
-    let methods = b.methods.is_empty() || (!a.methods.is_empty() && a.methods.iter().all(|m| b.methods.contains(m)));
+    let methods = b.methods.is_empty()
+        || (!a.methods.is_empty() && a.methods.iter().all(|m| b.methods.contains(m)));
     let headers = b.headers.iter().all(|(name, values)| {
         a.headers
             .iter()
             .find(|(n, _)| n == name)
             .is_some_and(|(_, mine)| mine.iter().all(|v| values.contains(v)))
     });
-    let paths = b.paths.is_empty() || (!a.paths.is_empty() && a.paths.iter().all(|p| b.paths.iter().any(|q| p.within(q))));
+    let paths = b.paths.is_empty()
+        || (!a.paths.is_empty() && a.paths.iter().all(|p| b.paths.iter().any(|q| p.within(q))));
     methods && headers && paths
 }
 
@@ -383,10 +419,16 @@ mod tests {
         assert_eq!(pb, (1u64 << 61) | 10);
         // A regex path beats any prefix of the same weight; regex_priority orders regexes.
         let r = json!({"name": "r", "paths": [seg("/v1")], "regex_priority": 3});
-        assert_eq!(priority(&r, &[Path::parse(&seg("/v1"))]), (1u64 << 61) | (1 << 51) | (3 << 19));
+        assert_eq!(
+            priority(&r, &[Path::parse(&seg("/v1"))]),
+            (1u64 << 61) | (1 << 51) | (3 << 19)
+        );
         // Headers: weight and count.
         let h = json!({"name": "h", "paths": ["/x"], "headers": {"x-a": ["1"], "x-b": ["2"]}});
-        assert_eq!(priority(&h, &[Path::parse("/x")]), (2u64 << 61) | (2 << 52) | 2);
+        assert_eq!(
+            priority(&h, &[Path::parse("/x")]),
+            (2u64 << 61) | (2 << 52) | 2
+        );
     }
 
     #[test]
@@ -401,10 +443,16 @@ mod tests {
     fn segment_paths_match_whole_segments() {
         let admin = Path::parse(&seg("/v1/admin"));
         assert_eq!(admin, Path::Segment("/v1/admin".into()));
-        assert!(admin.overlap(&Path::parse(&seg("/v1/administrator"))).is_none());
-        assert!(admin.overlap(&Path::parse(&seg("/v1/admin/users"))).is_some());
+        assert!(admin
+            .overlap(&Path::parse(&seg("/v1/administrator")))
+            .is_none());
+        assert!(admin
+            .overlap(&Path::parse(&seg("/v1/admin/users")))
+            .is_some());
         // A plain prefix still matches across the segment boundary.
-        assert!(Path::parse("/v1/admin").overlap(&Path::parse(&seg("/v1/administrator"))).is_some());
+        assert!(Path::parse("/v1/admin")
+            .overlap(&Path::parse(&seg("/v1/administrator")))
+            .is_some());
         assert_eq!(Path::parse(&seg("/a.b")), Path::Segment("/a.b".into()));
         assert!(matches!(Path::parse("~/a.*"), Path::Regex(_)));
     }

@@ -1,16 +1,24 @@
-//! The Azure target, pure part: the Azure resources of an environment with their
-//! dependencies, addressed `azure.<type>.<name>` (`azure.containerapp.kfy-prod-kong`).
+//! The Azure target, pure part: the resources of the Azure inventory (`crate::azure`) as plan
+//! resources, addressed `azure.<type>.<name>` (`azure.containerapp.kfy-prod-kong`).
 //!
-//! Today these resources carry no attributes: they place Azure in the dependency graph
-//! (`kombiform graph`, the order of everything that needs them) while the Bicep under
-//! `generated/<env>/bicep/` deploys them. Not here: ARM requests (there is no Azure client
-//! yet), or the Bicep text (`crate::bicep`).
+//! A resource's attributes are the paths of the body kombiform sends, flattened
+//! (`properties.template.containers`, `sku.name`; arrays whole), without write-only values
+//! (secrets, keys: ARM never returns them, so they are never compared). A value ARM knows only
+//! once another resource exists (an identity's `principalId`) is the placeholder
+//! [`placeholder`] here; the provider's read writes the same placeholder where the live value
+//! equals the live referenced value, so a deployed platform plans empty. What the provider
+//! needs to apply a change without the model (id, api-version, the symbolic body) is in the
+//! resource's `meta`.
+//!
+//! Not here: ARM requests (`kombiform_engine::providers::azure`), the Bicep text
+//! (`crate::bicep`).
 
-use std::collections::BTreeMap;
+use serde_json::{json, Map, Value as Json};
 
-use super::{postgres, Target};
-use kombiform_model::{naming, Env, InstanceMode, Platform};
-use kombiform_plan::Resource;
+use super::Target;
+use crate::azure::{self, ArmResource, Kind, Value};
+use kombiform_model::{naming, Env, Platform};
+use kombiform_plan::{Change, Resource};
 
 /// The Azure target.
 #[derive(Debug)]
@@ -27,6 +35,38 @@ impl Target for Azure {
 
     fn desired(&self, env: Env<'_>) -> Vec<Resource> {
         desired(env)
+    }
+
+    fn classify(&self, change: &mut Change) {
+        // Deleting a database server, a vault, a storage account or a tenant's instance loses
+        // data, whatever the live read said.
+        let r = change.live.as_ref().or(change.desired.as_ref());
+        if matches!(
+            change.action,
+            kombiform_plan::Action::Delete | kombiform_plan::Action::Replace
+        ) && r.is_some_and(|r| r.data_bearing || r.meta.contains_key("tenant"))
+        {
+            change.destructive = true;
+        }
+    }
+
+    fn refusal(&self, change: &Change) -> Option<String> {
+        let kind = change
+            .live
+            .as_ref()
+            .or(change.desired.as_ref())
+            .and_then(|r| r.meta.get("kind"))
+            .and_then(Json::as_str);
+        let secret = matches!(kind, Some("generated_secret" | "provided_secret"));
+        (secret && change.action == kombiform_plan::Action::Delete).then(|| {
+            "kombiform never deletes a Key Vault secret: remove it with `az keyvault secret delete`"
+                .to_string()
+        })
+    }
+
+    fn destroy_consent(&self, live: &Resource) -> Option<String> {
+        let _ = live;
+        None
     }
 }
 
@@ -47,91 +87,123 @@ pub fn platform_database(p: &Platform) -> Option<String> {
         .map(|_| address("postgres-database", &p.postgres.platform_database))
 }
 
-/// The resources, each with what it needs.
-struct Builder(BTreeMap<String, Vec<String>>);
-
-impl Builder {
-    fn add(&mut self, address: String, needs: &[&String]) -> String {
-        let deps = self.0.entry(address.clone()).or_default();
-        deps.extend(needs.iter().map(|s| (*s).clone()));
-        address
-    }
+/// The placeholder of a value ARM sets at deployment: `${azure.identity.kfy-prod-id.properties.principalId}`.
+pub fn placeholder(address: &str, path: &str) -> String {
+    format!("${{{address}.{path}}}")
 }
 
 /// Every Azure resource of `env` (none outside Azure).
 pub fn desired(env: Env<'_>) -> Vec<Resource> {
-    let p = env.platform;
-    if p.azure.is_none() {
-        return Vec::new();
+    azure::inventory(env).map_or_else(Vec::new, |inv| inv.all().iter().map(resource).collect())
+}
+
+/// The plan resource of an inventory resource.
+pub fn resource(r: &ArmResource) -> Resource {
+    let body = pure_json(&r.body);
+    let mut out = Resource::new(r.address.clone(), flatten(&body));
+    out.depends_on = r.depends_on.clone();
+    out.data_bearing = r.data_bearing;
+    if r.type_ != "Microsoft.Resources/resourceGroups" && out.attrs.contains_key("location") {
+        out.replace_on = vec!["location".to_string()];
     }
-    let mut b = Builder(BTreeMap::new());
-    let logs = b.add(address("loganalytics", &naming::log_analytics(p)), &[]);
-    let id = b.add(address("identity", &naming::identity(p)), &[]);
-    let kv = b.add(address("keyvault", &naming::key_vault(p)), &[&id]);
-    b.add(address("storage", &naming::storage_account(p)), &[]);
-    let cae = b.add(address("containerenv", &naming::container_env(p)), &[&logs]);
-    let pg = b.add(address("postgres", &naming::postgres_server(p)), &[]);
-    for db in &p.postgres.databases {
-        b.add(address("postgres-database", db), &[&pg]);
+    out.meta = meta(r);
+    out
+}
+
+/// What the provider needs to apply `r` from a plan: its id, type, api-version, kind, body
+/// (symbolic: no secret value is in it) and tenant.
+pub fn meta(r: &ArmResource) -> Map<String, Json> {
+    let mut m = Map::new();
+    m.insert("id".into(), json!(r.id));
+    m.insert("type".into(), json!(r.type_));
+    m.insert("api_version".into(), json!(r.api_version));
+    m.insert(
+        "kind".into(),
+        serde_json::to_value(r.kind).unwrap_or(Json::Null),
+    );
+    m.insert(
+        "body".into(),
+        serde_json::to_value(&r.body).unwrap_or(Json::Null),
+    );
+    if let Some(t) = &r.tenant {
+        m.insert("tenant".into(), json!(t));
     }
-    let redis = b.add(address("redis", &naming::redis(p)), &[]);
-    let kong = b.add(container_app(p, "kong"), &[&cae, &kv, &id, &redis, &pg]);
-    let mut apps: BTreeMap<&str, String> = BTreeMap::from([("kong", kong.clone())]);
-    let enabled: Vec<_> = p.services.iter().filter(|s| s.enabled).collect();
-    for s in &enabled {
-        let app = b.add(container_app(p, &s.name), &[&cae, &kv, &id]);
-        apps.insert(s.name.as_str(), app);
-    }
-    for s in &enabled {
-        let Some(me) = apps.get(s.name.as_str()).cloned() else {
-            continue;
-        };
-        let deps: Vec<&String> = s
-            .depends_on
-            .iter()
-            .filter_map(|d| apps.get(d.as_str()))
-            .collect();
-        b.add(me.clone(), &deps);
-        if ["sso", "admin", "health"].contains(&s.name.as_str()) {
-            b.add(me, &[&pg]);
-        }
-    }
-    for t in env
-        .tenants()
-        .filter(|t| t.instance == InstanceMode::Dedicated)
-    {
-        let row = postgres::tenant_address(&t.slug);
-        b.add(
-            address("containerapp", &naming::tenant_app(p, t)),
-            &[&cae, &kv, &id, &row],
-        );
-    }
-    let alerts = b.add(address("actiongroup", "oncall"), &[]);
-    for a in ["kong-5xx", "kong-unhealthy", "postgres-cpu"] {
-        b.add(address("alert", a), &[&alerts, &logs]);
-    }
-    if p.front_door.is_some() {
-        let prof = b.add(address("frontdoor", &naming::front_door(p)), &[]);
-        let ep = b.add(address("frontdoor-endpoint", "api"), &[&prof]);
-        let mut origins = vec![("kong", kong)];
-        for s in enabled.iter().filter(|s| s.front_door_origin) {
-            if let Some(app) = apps.get(s.name.as_str()) {
-                origins.push((s.name.as_str(), app.clone()));
+    m
+}
+
+/// The body with references as placeholders and write-only values left out.
+pub fn pure_json(body: &Value) -> Json {
+    let mut resolve = |v: &Value| -> Result<Option<Json>, ()> {
+        Ok(match v {
+            Value::Prop { of, path } => Some(Json::String(placeholder(&of.address, path))),
+            _ => None,
+        })
+    };
+    body.to_json(&mut resolve)
+        .ok()
+        .flatten()
+        .unwrap_or(Json::Null)
+}
+
+/// A body as attributes: one per leaf path, arrays and empty objects whole.
+pub fn flatten(body: &Json) -> Map<String, Json> {
+    fn go(v: &Json, at: &str, out: &mut Map<String, Json>) {
+        match v {
+            Json::Object(m) if !m.is_empty() => {
+                for (k, v) in m {
+                    go(v, &azure::join(at, k), out);
+                }
+            }
+            other => {
+                out.insert(at.to_string(), other.clone());
             }
         }
-        for (name, app) in origins {
-            let og = b.add(address("frontdoor-origingroup", name), &[&prof]);
-            let o = b.add(address("frontdoor-origin", name), &[&og, &app]);
-            b.add(address("frontdoor-route", name), &[&ep, &og, &o]);
+    }
+    let mut out = Map::new();
+    if let Json::Object(m) = body {
+        for (k, v) in m {
+            go(v, &azure::join("", k), &mut out);
         }
     }
-    b.0.into_iter()
-        .map(|(address, mut deps)| {
-            deps.sort();
-            deps.dedup();
-            let mut r = Resource::new(address, serde_json::Map::new());
-            r.depends_on = deps;
-            r
-        })
-        .collect()
+    out
+}
+
+/// The kind of a plan resource, from its meta.
+pub fn kind_of(r: &Resource) -> Option<Kind> {
+    r.meta
+        .get("kind")
+        .and_then(|k| serde_json::from_value(k.clone()).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kombiform_test_support::example_model;
+
+    #[test]
+    fn attributes_are_flat_paths_without_secrets() {
+        let m = example_model();
+        let all = desired(m.env("prod").unwrap());
+        let pg = all
+            .iter()
+            .find(|r| r.address == "azure.postgres.kfy-prod-pg")
+            .unwrap();
+        assert_eq!(pg.attrs["sku.name"], json!("Standard_D2ds_v5"));
+        assert!(!pg.attrs.keys().any(|k| k.contains("Password")));
+        let ra = all
+            .iter()
+            .find(|r| r.address == "azure.role-assignment.key-vault-secrets-user")
+            .unwrap();
+        assert_eq!(
+            ra.attrs["properties.principalId"],
+            json!("${azure.identity.kfy-prod-id.properties.principalId}")
+        );
+        let app = all
+            .iter()
+            .find(|r| r.address == "azure.containerapp.kfy-prod-t-globex")
+            .unwrap();
+        assert!(app.data_bearing);
+        assert_eq!(app.meta["tenant"], json!("globex"));
+        assert!(!app.depends_on.iter().any(|d| d.starts_with("postgres.")));
+    }
 }

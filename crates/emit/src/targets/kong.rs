@@ -138,7 +138,10 @@ pub fn desired_with(env: Env<'_>, text: &str) -> Vec<Resource> {
             let mut attrs = Map::new();
             attrs.insert("algorithm".into(), json!(k.algorithm.as_str()));
             let fp = sha256_hex(k.public_key_pem.trim().as_bytes());
-            attrs.insert("public_key_sha256".into(), json!(fp.get(..16).unwrap_or(&fp)));
+            attrs.insert(
+                "public_key_sha256".into(),
+                json!(fp.get(..16).unwrap_or(&fp)),
+            );
             attrs.insert("signs".into(), json!(k.signs));
             out.push(Resource::new(address("token_key", &k.id), attrs));
         }
@@ -170,10 +173,20 @@ mod tests {
         assert_eq!(config.attrs["sha256"], sha.as_str());
         assert_eq!(config.attrs["file"], file_name(&sha).as_str());
         assert_eq!(config.attrs["bytes"], text.len());
-        assert!(config.depends_on.contains(&"kong.token_key.k2026a".to_string()));
-        assert!(config.depends_on.contains(&"kong.consumer.acme".to_string()));
-        assert!(config.depends_on.iter().any(|d| d.starts_with("azure.containerapp.")));
-        let key = r.iter().find(|r| r.address == "kong.token_key.k2026a").unwrap();
+        assert!(config
+            .depends_on
+            .contains(&"kong.token_key.k2026a".to_string()));
+        assert!(config
+            .depends_on
+            .contains(&"kong.consumer.acme".to_string()));
+        assert!(config
+            .depends_on
+            .iter()
+            .any(|d| d.starts_with("azure.containerapp.")));
+        let key = r
+            .iter()
+            .find(|r| r.address == "kong.token_key.k2026a")
+            .unwrap();
         assert_eq!(key.attrs["signs"], true);
         assert_eq!(key.attrs["algorithm"], "ES256");
         // Internal routes are not on the gateway.

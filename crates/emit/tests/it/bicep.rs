@@ -3,7 +3,7 @@
 //! tenants, secrets stay references, api-versions are the pinned ones, and adding a tenant
 //! changes one file.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use kombiform_emit::{bicep, Files};
 use kombiform_model::{EnvValue, InstanceMode, Model, SecretRef, TenantSlug};
@@ -203,7 +203,11 @@ fn the_syntax_check_catches_broken_files() {
 fn every_generated_file_parses() {
     for model in [example(), synthetic(300, 300)] {
         let files = bicep_files(&model);
-        assert!(files.len() > 10, "expected main, modules and buckets");
+        assert!(files.contains_key("prod/bicep/main.bicep"));
+        assert!(
+            files.keys().any(|p| p.contains("/tenants/bucket-")),
+            "expected main and buckets"
+        );
         for (path, source) in bicep_paths(&files) {
             let errors = syntax_errors(source);
             assert!(
@@ -219,7 +223,6 @@ fn every_generated_file_parses() {
 fn only_azure_environments_get_bicep() {
     let files = bicep_files(&example());
     assert!(files.contains_key("prod/bicep/main.bicep"));
-    assert!(files.contains_key("prod/bicep/modules/front-door.bicep"));
     assert!(
         files.keys().all(|p| p.starts_with("prod/bicep/")),
         "{:?}",
@@ -243,19 +246,13 @@ const BICEP_BUDGET: usize = 1024 * 1024;
 const ARM_RESOURCES: usize = 800;
 
 fn check_limits(files: &Files, dedicated: usize) {
-    // main.bicep and its modules are one deployment (modules are inlined as nested
-    // deployments); each nested deployment has its own 800-resource limit.
+    // main.bicep is one deployment.
     let main = &files["prod/bicep/main.bicep"];
-    let mut deployed = main.len();
     assert!(resource_count(main) <= ARM_RESOURCES);
-    for (path, source) in files.iter().filter(|(p, _)| p.contains("/modules/")) {
-        let n = resource_count(source);
-        assert!(n <= ARM_RESOURCES, "{path}: {n} resources");
-        deployed += source.len();
-    }
     assert!(
-        deployed <= BICEP_BUDGET,
-        "main.bicep with its modules: {deployed} bytes"
+        main.len() <= BICEP_BUDGET,
+        "main.bicep: {} bytes",
+        main.len()
     );
     // Each tenant bucket is a deployment of its own.
     let mut apps = 0;
@@ -346,7 +343,8 @@ fn secrets_are_references_and_secure_params_have_no_default() {
         }
     }
     let main = &files["prod/bicep/main.bicep"];
-    assert!(main.contains("administratorLoginPassword: vault.getSecret('postgres-admin-password')"));
+    assert!(main.contains("administratorLoginPassword: kvSecret_postgres_admin_password\n"));
+    assert!(main.contains("--parameters kvSecret_postgres_admin_password=\"$(az keyvault secret show --vault-name kfy-prod-kv --name postgres-admin-password --query value -o tsv)\""));
     let platform = model.env("prod").expect("prod exists").platform;
     for s in &platform.services {
         for (name, value) in &s.env {
@@ -367,6 +365,7 @@ fn secrets_are_references_and_secure_params_have_no_default() {
     assert!(bucket.contains(
         "keyVaultUrl: '${vault.properties.vaultUri}secrets/pocketbase-superuser-password'"
     ));
+    assert!(bucket.contains("{ name: 'TENANT_SLUG', value: t.slug }"));
     assert!(bucket.contains("{ name: 'POCKETBASE_SUPERUSER_PASSWORD', secretRef: "));
 }
 
@@ -445,23 +444,20 @@ fn every_tracked_resource_is_tagged() {
 fn the_platform_is_complete() {
     let files = bicep_files(&example());
     let main = &files["prod/bicep/main.bicep"];
-    for module in [
-        "log-analytics",
-        "identity",
-        "key-vault",
-        "storage",
-        "container-env",
-        "container-app",
-        "postgres",
-        "redis",
-        "front-door",
-        "monitoring",
+    for ty in [
+        "Microsoft.OperationalInsights/workspaces",
+        "Microsoft.ManagedIdentity/userAssignedIdentities",
+        "Microsoft.KeyVault/vaults",
+        "Microsoft.Authorization/roleAssignments",
+        "Microsoft.Storage/storageAccounts",
+        "Microsoft.Storage/storageAccounts/managementPolicies",
+        "Microsoft.App/managedEnvironments",
+        "Microsoft.DBforPostgreSQL/flexibleServers",
+        "Microsoft.Cache/redis",
+        "Microsoft.Cdn/profiles/afdEndpoints/routes",
+        "Microsoft.Insights/metricAlerts",
     ] {
-        assert!(
-            main.contains(&format!("'modules/{module}.bicep'")),
-            "{module}"
-        );
-        assert!(files.contains_key(&format!("prod/bicep/modules/{module}.bicep")));
+        assert!(main.contains(&format!(" '{ty}@")), "{ty}");
     }
     // Kong and every enabled service get an app.
     for name in [
@@ -475,21 +471,19 @@ fn the_platform_is_complete() {
     ] {
         assert!(main.contains(&format!("name: 'kfy-prod-{name}'")), "{name}");
     }
-    let pg = &files["prod/bicep/modules/postgres.bicep"];
     for db in ["kombify_admin", "kombify_platform", "kong"] {
-        assert!(pg.contains(&format!("name: '{db}'")), "{db}");
+        assert!(main.contains(&format!("name: '{db}'")), "{db}");
     }
     assert!(main.contains("backupRetentionDays: 35"));
-    assert!(main.contains("geoRedundantBackup: true"));
-    let fd = &files["prod/bicep/modules/front-door.bicep"];
-    assert!(fd.contains("resource kongRoute") && fd.contains("resource healthRoute"));
-    assert!(fd.contains("probePath: '/health'"));
-    let storage = &files["prod/bicep/modules/storage.bicep"];
-    assert!(storage.contains("isVersioningEnabled: true"));
-    assert!(main.contains("retentionDays: 90"));
-    let mon = &files["prod/bicep/modules/monitoring.bicep"];
-    assert!(mon.contains("emailAddress: 'oncall@kombify.io'"));
-    assert!(mon.contains("threshold: 50"));
+    assert!(main.contains("geoRedundantBackup: 'Enabled'"));
+    assert!(main.contains("resource kongRoute") && main.contains("resource healthRoute"));
+    assert!(main.contains("probePath: '/health'"));
+    assert!(main.contains("isVersioningEnabled: true"));
+    assert!(main.contains("daysAfterCreationGreaterThan: 90"));
+    assert!(main.contains("emailAddress: 'oncall@kombify.io'"));
+    assert!(main.contains("threshold: 50"));
+    assert!(main.contains("principalId: identity.properties.principalId"));
+    assert!(main.contains("sharedKey: logs.listKeys().primarySharedKey"));
     // The two dedicated example tenants.
     let buckets: String = files
         .iter()
@@ -523,12 +517,13 @@ fn allowed_cidrs_become_firewall_rules_written_one_at_a_time() {
     assert_eq!(p.name, "prod");
     p.postgres.allowed_cidrs = vec!["198.51.100.0/24".into(), "203.0.113.7/32".into()];
     let files = bicep_files(&model);
-    let pg = &files["prod/bicep/modules/postgres.bicep"];
-    assert!(syntax_errors(pg).is_empty(), "{pg}");
+    let main = &files["prod/bicep/main.bicep"];
+    assert!(syntax_errors(main).is_empty(), "{main}");
+    let rule_type = "'Microsoft.DBforPostgreSQL/flexibleServers/firewallRules@2025-08-01'";
     assert_eq!(
-        resource_count(pg),
-        1 + 3 + 3,
-        "server, 3 firewall rules, 3 databases"
+        main.matches(rule_type).count(),
+        3,
+        "Azure services and 2 client rules"
     );
     for (ident, name, start, end, after) in [
         (
@@ -547,18 +542,21 @@ fn allowed_cidrs_become_firewall_rules_written_one_at_a_time() {
         ),
     ] {
         let rule = format!(
-            "resource {ident} 'Microsoft.DBforPostgreSQL/flexibleServers/firewallRules@2025-08-01' = {{\n  \
-             parent: server\n  name: '{name}'\n  properties: {{\n    startIpAddress: '{start}'\n    \
-             endIpAddress: '{end}'\n  }}\n  dependsOn: [\n    {after}\n  ]\n}}\n"
+            "resource {ident} {rule_type} = {{\n  parent: postgres\n  name: '{name}'\n  \
+             dependsOn: [\n    {after}\n  ]\n  properties: {{\n    startIpAddress: '{start}'\n    \
+             endIpAddress: '{end}'\n  }}\n}}\n"
         );
-        assert!(pg.contains(&rule), "{rule}\nnot in\n{pg}");
+        assert!(main.contains(&rule), "{rule}\nnot in\n{main}");
     }
     // The first database waits for the last rule: one write at a time.
-    let first_db = pg.find("resource databaseKombifyAdmin").unwrap();
-    assert!(pg[first_db..].contains("dependsOn: [\n    allowClient1\n  ]"));
+    let first_db = main.find("resource databaseKombifyAdmin").unwrap();
+    assert!(main[first_db..].contains("dependsOn: [\n    allowClient1\n  ]"));
     // Without allowedCidrs, only Azure's own services are let in.
-    let plain = bicep_files(&example());
-    assert!(!plain["prod/bicep/modules/postgres.bicep"].contains("allowClient"));
+    let mut plain = example();
+    plain.platforms[1].postgres.allowed_cidrs.clear();
+    let plain = bicep_files(&plain);
+    assert!(!plain["prod/bicep/main.bicep"].contains("allowClient"));
+    assert_eq!(plain["prod/bicep/main.bicep"].matches(rule_type).count(), 1);
 }
 
 #[test]
@@ -581,7 +579,7 @@ fn environment_variable_secrets_become_secure_parameters() {
     assert!(main.contains("administratorLoginPassword: secretEnv_PG_ADMIN_PASSWORD\n"));
     assert!(main.contains("param secretEnv_ADMIN_API_TOKEN string\n"));
     assert!(main.contains("{ name: 'API_TOKEN', secretRef: 'env-admin-api-token' }"));
-    assert!(main.contains("'env-admin-api-token': secretEnv_ADMIN_API_TOKEN"));
+    assert!(main.contains("{ name: 'env-admin-api-token', value: secretEnv_ADMIN_API_TOKEN }"));
     assert!(main.contains("--parameters secretEnv_ADMIN_API_TOKEN=\"$ADMIN_API_TOKEN\""));
 }
 
@@ -611,4 +609,206 @@ fn dedicated_tenants_without_kombistack_are_reported() {
     let files = bicep_files(&model);
     assert!(!files.keys().any(|p| p.contains("/tenants/")));
     assert!(files["prod/bicep/main.bicep"].contains("// 5 dedicated tenant(s) get no instance"));
+}
+
+// ---------------------------------------------------------------------------------------
+// The Bicep and the ARM provider send the same thing
+// ---------------------------------------------------------------------------------------
+
+/// Leaf paths of a Bicep value: objects by key, array items as `[]`.
+fn bicep_value_paths(node: Node<'_>, source: &str, at: &str, out: &mut BTreeSet<String>) {
+    match node.kind() {
+        "object" => {
+            let mut cursor = node.walk();
+            let props: Vec<Node<'_>> = node
+                .named_children(&mut cursor)
+                .filter(|p| p.kind() == "object_property")
+                .collect();
+            if props.is_empty() {
+                out.insert(at.to_string());
+            }
+            for p in props {
+                let (Some(k), Some(v)) = (p.named_child(0), p.named_child(1)) else {
+                    continue;
+                };
+                let raw = text(k, source).trim_matches('\'');
+                // `'${identity.id}'`: a key that is another resource's id.
+                let key = if raw.starts_with("${") { "<id>" } else { raw };
+                bicep_value_paths(v, source, &join(at, key), out);
+            }
+        }
+        "array" => {
+            let mut cursor = node.walk();
+            let items: Vec<Node<'_>> = node
+                .named_children(&mut cursor)
+                .filter(|n| n.kind() != "comment")
+                .collect();
+            if items.is_empty() {
+                out.insert(at.to_string());
+            }
+            for item in items {
+                bicep_value_paths(item, source, &format!("{at}[]"), out);
+            }
+        }
+        _ => {
+            out.insert(at.to_string());
+        }
+    }
+}
+
+fn join(at: &str, key: &str) -> String {
+    if at.is_empty() {
+        key.to_string()
+    } else {
+        format!("{at}.{key}")
+    }
+}
+
+/// Leaf paths of a JSON body, like [`bicep_value_paths`]; keys that are resource ids as `<id>`.
+fn json_paths(v: &serde_json::Value, at: &str, out: &mut BTreeSet<String>) {
+    match v {
+        serde_json::Value::Object(m) if !m.is_empty() => {
+            for (k, v) in m {
+                let key = if k.starts_with("/subscriptions/") {
+                    "<id>"
+                } else {
+                    k
+                };
+                json_paths(v, &join(at, key), out);
+            }
+        }
+        serde_json::Value::Array(items) if !items.is_empty() => {
+            for item in items {
+                json_paths(item, &format!("{at}[]"), out);
+            }
+        }
+        _ => {
+            out.insert(at.to_string());
+        }
+    }
+}
+
+/// `type@api-version name` → the property paths each resource declaration of `source` sets
+/// (loops expanded over the `tenants` rows).
+fn declared(source: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let tree = parse(source);
+    let root = tree.root_node();
+    let mut rows: Vec<String> = Vec::new();
+    let mut tags = BTreeSet::new();
+    let mut cursor = root.walk();
+    for decl in root.named_children(&mut cursor) {
+        if decl.kind() != "variable_declaration" {
+            continue;
+        }
+        let (Some(name), Some(value)) = (decl.named_child(0), decl.named_child(1)) else {
+            continue;
+        };
+        if text(name, source) == "tags" {
+            bicep_value_paths(value, source, "tags", &mut tags);
+            continue;
+        }
+        if text(name, source) != "tenants" {
+            continue;
+        }
+        let mut c = value.walk();
+        for item in value
+            .named_children(&mut c)
+            .filter(|n| n.kind() == "object")
+        {
+            let mut pc = item.walk();
+            for p in item.named_children(&mut pc) {
+                if p.named_child(0).map(|k| text(k, source)) == Some("name") {
+                    let v = p.named_child(1).map(|v| text(v, source)).unwrap_or("");
+                    rows.push(v.trim_matches('\'').to_string());
+                }
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    let mut cursor = root.walk();
+    for decl in root.named_children(&mut cursor) {
+        if decl.kind() != "resource_declaration" || is_existing(decl) {
+            continue;
+        }
+        let ty = decl
+            .named_child(1)
+            .map(|n| text(n, source).trim_matches('\''))
+            .expect("a type");
+        let mut body = decl_value(decl).expect("a body");
+        let looped = body.kind() == "for_statement";
+        if looped {
+            body = body.child_by_field_name("body").expect("a loop body");
+        }
+        let mut name = String::new();
+        let mut paths = BTreeSet::new();
+        let mut c = body.walk();
+        for p in body
+            .named_children(&mut c)
+            .filter(|p| p.kind() == "object_property")
+        {
+            let (Some(k), Some(v)) = (p.named_child(0), p.named_child(1)) else {
+                continue;
+            };
+            match text(k, source) {
+                "name" => name = text(v, source).trim_matches('\'').to_string(),
+                "parent" | "scope" | "dependsOn" => {}
+                // The `tags` variable.
+                "tags" if text(v, source) == "tags" => paths.extend(tags.iter().cloned()),
+                key => bicep_value_paths(v, source, key, &mut paths),
+            }
+        }
+        if looped {
+            for row in &rows {
+                out.insert(format!("{ty} {row}"), paths.clone());
+            }
+        } else {
+            out.insert(format!("{ty} {name}"), paths);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_bicep_declares_exactly_what_the_provider_sends() {
+    use kombiform_emit::azure;
+    let mut model = synthetic(12, 4);
+    // An environment-variable secret too, so both kinds of secret values are covered.
+    if let Some(s) = model.platforms[1]
+        .services
+        .iter_mut()
+        .find(|s| s.name == "admin")
+    {
+        s.env.insert(
+            "API_TOKEN".to_string(),
+            EnvValue::Secret {
+                secret: SecretRef::Env("ADMIN_API_TOKEN".to_string()),
+            },
+        );
+    }
+    let env = model.env("prod").expect("prod exists");
+    let files = bicep_files(&model);
+    let mut in_bicep = BTreeMap::new();
+    for (_, source) in bicep_paths(&files) {
+        in_bicep.extend(declared(source));
+    }
+    let inv = azure::inventory(env).expect("prod is on Azure");
+    let mut sent = BTreeMap::new();
+    for r in inv.all().iter().filter(|r| r.in_bicep()) {
+        // The provider's request body, every deployment-time value answered.
+        let body = azure::request_body(r, &mut |_| Ok::<_, ()>(Some(serde_json::json!("x"))))
+            .expect("the body resolves");
+        let mut paths = BTreeSet::new();
+        json_paths(&body, "", &mut paths);
+        sent.insert(format!("{}@{} {}", r.type_, r.api_version, r.name), paths);
+    }
+    assert!(sent.len() >= 40, "{} resources", sent.len());
+    let only_bicep: Vec<&String> = in_bicep.keys().filter(|k| !sent.contains_key(*k)).collect();
+    let only_sent: Vec<&String> = sent.keys().filter(|k| !in_bicep.contains_key(*k)).collect();
+    assert!(
+        only_bicep.is_empty() && only_sent.is_empty(),
+        "only in the Bicep: {only_bicep:?}\nonly sent: {only_sent:?}"
+    );
+    for (k, paths) in &sent {
+        assert_eq!(&in_bicep[k], paths, "{k}");
+    }
 }

@@ -1,15 +1,13 @@
-//! Kong configs checked by the external oracle: every generated file goes through
-//! `shared/tools/kong-validate` (decK's schema, Kong's plugin schemas, the OSS DB-less rules)
-//! and through our own typed checks (`emit::kong::check`).
-//!
-//! Needs python3 with PyYAML and jsonschema; a missing one fails loudly with the fix.
-
-use std::path::PathBuf;
-use std::process::Command;
+//! Kong configs checked by the project's Kong schema oracle: every generated file, as the
+//! YAML text kombiform writes, goes through `kombiform_test_support::kong_oracle` (decK's
+//! schema, Kong's plugin schemas, the OSS DB-less rules, references) and through our own
+//! typed checks (`kong_check`). Nothing outside the repository is needed; CI runs the
+//! outside validator as well (`scripts/validate-kong.sh`).
 
 use anyhow::{bail, Context, Result};
 use kombiform_emit::kong;
 use kombiform_model::{KongEdition, Model, SecretRef};
+use kombiform_test_support::kong_oracle::{self, Options};
 use kombiform_test_support::synthetic::{fleet, Fleet};
 
 fn example() -> Result<Model> {
@@ -34,45 +32,9 @@ fn synthetic(m: Model, n: usize) -> Result<Model> {
     Ok(fleet(m, f))
 }
 
-fn validator() -> Result<PathBuf> {
-    let shared = std::env::var_os("SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| kombiform_test_support::workspace_root().join("../shared"));
-    let v = shared.join("tools/kong-validate");
-    if !v.is_file() {
-        bail!(
-            "{} not found: set SHARED to the directory holding tools/kong-validate",
-            v.display()
-        );
-    }
-    let probe = Command::new("python3")
-        .args(["-c", "import yaml, jsonschema"])
-        .output()
-        .context("running python3 (install python3)")?;
-    if !probe.status.success() {
-        bail!(
-            "python3 lacks PyYAML or jsonschema: run `pip install pyyaml jsonschema` \
-             (or scripts/install-test-deps.sh)\n{}",
-            String::from_utf8_lossy(&probe.stderr)
-        );
-    }
-    Ok(v)
-}
-
-/// The flags each edition's file must pass with. The validator has no schema for the
-/// Enterprise `openid-connect` plugin, so it is allowed by name (our typed check covers it).
-fn flags(edition: KongEdition) -> &'static [&'static str] {
-    match edition {
-        KongEdition::Oss => &["--strict-plugins", "--oss-dbless"],
-        KongEdition::Enterprise => &["--strict-plugins", "--allow-plugin", "openid-connect"],
-    }
-}
-
-/// Builds every Kong file of `model` into a temp dir, runs the validator and our checks on
-/// each; returns how many files were checked.
+/// Builds every Kong file of `model`, runs the oracle on its text and our checks on its
+/// document; returns how many files were checked.
 fn validate_all(model: &Model) -> Result<usize> {
-    let v = validator()?;
-    let dir = tempfile::tempdir()?;
     let files = kombiform_emit::build(model);
     let mut n = 0;
     for env in model.envs() {
@@ -85,21 +47,9 @@ fn validate_all(model: &Model) -> Result<usize> {
         if !problems.is_empty() {
             bail!("{rel}: our checks failed:\n{}", problems.join("\n"));
         }
-        let path = dir.path().join(rel.replace('/', "_"));
-        std::fs::write(&path, text)?;
-        let out = Command::new("python3")
-            .arg(&v)
-            .arg(&path)
-            .args(flags(edition))
-            .output()
-            .context("running kong-validate")?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() || !stdout.starts_with("ACCEPTED") {
-            bail!(
-                "kong-validate rejected {rel} ({}):\n{stdout}{}",
-                flags(edition).join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
+        let errors = kong_oracle::check_yaml(text, &Options::for_edition(edition))?;
+        if !errors.is_empty() {
+            bail!("the Kong oracle rejected {rel}:\n{}", errors.join("\n"));
         }
         n += 1;
     }
@@ -125,30 +75,69 @@ fn two_hundred_tenants_pass_kong_validate() -> Result<()> {
     let prod = m.env("prod").context("prod")?;
     let doc = kong::document(prod);
     let consumers = doc["consumers"].as_array().map_or(0, Vec::len);
-    assert_eq!(consumers, 200);
+    // One per tenant, and the anonymous consumer of refused tokens.
+    assert_eq!(consumers, 201);
     assert_eq!(validate_all(&enterprise(m))?, 2);
     Ok(())
 }
 
 #[test]
-fn the_validator_is_not_a_rubber_stamp() -> Result<()> {
-    // A file our emitter would never write: policy cluster in DB-less, a plain Redis password.
-    let v = validator()?;
+fn the_oracle_is_not_a_rubber_stamp() -> Result<()> {
+    // Files our emitter would never write: policy cluster in DB-less, an unknown plugin
+    // option, an Enterprise plugin in an OSS file.
     let m = example()?;
     let prod = m.env("prod").context("prod")?;
-    let text = kong::render(prod).replacen("policy: \"redis\"", "policy: \"cluster\"", 1);
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("kong.yaml");
-    std::fs::write(&path, text)?;
-    let out = Command::new("python3")
-        .arg(&v)
-        .arg(&path)
-        .args(flags(KongEdition::Oss))
-        .output()?;
+    let text = kong::render(prod);
+    let oss = Options::for_edition(KongEdition::Oss);
+    assert_eq!(kong_oracle::check_yaml(&text, &oss)?, Vec::<String>::new());
+    let cluster = text.replacen("policy: \"redis\"", "policy: \"cluster\"", 1);
+    assert_ne!(cluster, text, "the example has a redis rate limit");
+    let errors = kong_oracle::check_yaml(&cluster, &oss)?;
     assert!(
-        !out.status.success(),
-        "kong-validate accepted policy cluster"
+        errors
+            .iter()
+            .any(|e| e.contains("'cluster' is not allowed")),
+        "{errors:?}"
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("'cluster' is not allowed"));
+    let enterprise_doc = kong::render(enterprise(m.clone()).env("prod").context("prod")?);
+    let errors = kong_oracle::check_yaml(&enterprise_doc, &oss)?;
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("'openid-connect' is not bundled")),
+        "{errors:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn every_committed_kong_file_passes_the_oracle() -> Result<()> {
+    // What scripts/validate-kong.sh runs the outside validator on in CI: the golden cases'
+    // Kong files (the fixtures, not the editable generated/).
+    let mut checked = 0;
+    for case in std::fs::read_dir(kombiform_test_support::golden_dir())? {
+        let kong_dir = case?.path().join("expected");
+        for env in std::fs::read_dir(&kong_dir).into_iter().flatten() {
+            let dir = env?.path().join("kong");
+            for file in std::fs::read_dir(&dir).into_iter().flatten() {
+                let path = file?.path();
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                let edition = match name {
+                    "kong.yaml" => KongEdition::Oss,
+                    "kong.enterprise.yaml" => KongEdition::Enterprise,
+                    other => bail!("{}: unknown Kong file {other}", path.display()),
+                };
+                let errors = kong_oracle::check_file(&path, &Options::for_edition(edition))?;
+                assert!(
+                    errors.is_empty(),
+                    "{}:\n{}",
+                    path.display(),
+                    errors.join("\n")
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 4, "only {checked} golden Kong files");
     Ok(())
 }

@@ -35,7 +35,8 @@ const OSS: KongEdition = KongEdition::Oss;
 const EE: KongEdition = KongEdition::Enterprise;
 
 fn acme_limits(d: &mut Value) -> &mut Value {
-    &mut d["consumers"][0]["plugins"][0]["config"]
+    // consumers[0] is the anonymous consumer; [1] is `acme`.
+    &mut d["consumers"][1]["plugins"][0]["config"]
 }
 
 #[test]
@@ -137,7 +138,7 @@ fn routes() {
     );
     breaks(
         OSS,
-        |d| d["services"][0]["routes"][0]["paths"] = json!(["/health"]),
+        |d| d["services"][0]["routes"][0]["paths"] = d["services"][1]["routes"][0]["paths"].clone(),
         "also claimed by route",
     );
     breaks(
@@ -150,10 +151,10 @@ fn routes() {
         |d| d["services"][0]["routes"][0]["sources"] = json!([{"ip": "10.0.0.0/8"}]),
         "unknown field `sources`",
     );
-    // services[4] is `sso`; its routes[1] is `sso-exchange`.
+    // services[4] is `sso`; its routes[1] is the public `webhooks`.
     breaks(
         OSS,
-        |d| d["services"][4]["routes"][1]["plugins"] = json!([]),
+        |d| d["services"][4]["routes"][1]["paths"] = json!(["~/api/internal/sso/exchange(?:/|$)"]),
         "reachable from outside",
     );
     breaks(
@@ -230,14 +231,14 @@ fn plugins_and_editions() {
     breaks(
         OSS,
         |d| {
-            d["consumers"][1]["jwt_secrets"][0]["key"] =
-                d["consumers"][0]["jwt_secrets"][0]["key"].clone()
+            d["consumers"][2]["jwt_secrets"][0]["key"] =
+                d["consumers"][1]["jwt_secrets"][0]["key"].clone()
         },
         "used twice",
     );
     breaks(
         OSS,
-        |d| d["consumers"][0]["jwt_secrets"][0]["algorithm"] = json!("HS256"),
+        |d| d["consumers"][1]["jwt_secrets"][0]["algorithm"] = json!("HS256"),
         "shared-secret",
     );
 }
@@ -246,8 +247,13 @@ fn plugins_and_editions() {
 fn enterprise_documents() {
     breaks(
         EE,
-        |d| d["consumers"][0]["groups"] = json!([{"name": "plan-gold"}]),
+        |d| d["consumer_group_consumers"][0]["consumer_group"] = json!("plan-gold"),
         "no consumer group `plan-gold`",
+    );
+    breaks(
+        EE,
+        |d| d["consumers"][0]["groups"] = json!([{"name": "plan-pro"}]),
+        "decK's nested form",
     );
     breaks(
         EE,

@@ -41,20 +41,20 @@ pub(crate) fn call(
 ) -> Result<(u16, Value)> {
     let url = format!("{}{path}", pb.url());
     let agent = pb.agent();
-    let mut response = match (method, body) {
+    let response = match (method, body) {
         ("DELETE", _) => {
             let mut req = agent.delete(&url);
             if let Some(t) = token {
                 req = req.header("Authorization", t);
             }
-            req.call()
+            req.send()
         }
         ("GET", _) => {
             let mut req = agent.get(&url);
             if let Some(t) = token {
                 req = req.header("Authorization", t);
             }
-            req.call()
+            req.send()
         }
         (_, body) => {
             let mut req = match method {
@@ -66,17 +66,15 @@ pub(crate) fn call(
             if let Some(t) = token {
                 req = req.header("Authorization", t);
             }
-            req.content_type("application/json")
-                .send(body.unwrap_or("{}"))
+            req.header("Content-Type", "application/json")
+                .body(body.unwrap_or("{}").to_string())
+                .send()
         }
     }
     .with_context(|| format!("{method} {url}"))?;
     let status = response.status().as_u16();
     let text = response
-        .body_mut()
-        .with_config()
-        .limit(64 * 1024 * 1024)
-        .read_to_string()
+        .text()
         .with_context(|| format!("reading the response of {method} {url}"))?;
     let json = if text.is_empty() {
         Value::Null

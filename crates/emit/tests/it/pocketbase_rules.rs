@@ -225,13 +225,17 @@ impl<'a> Tenant<'a> {
             "PATCH" => agent.patch(&url),
             other => bail!("unsupported method {other}"),
         };
-        let mut response = req
+        let response = req
             .header("Authorization", token)
-            .content_type(format!("multipart/form-data; boundary={boundary}"))
-            .send(form)
+            .header(
+                "Content-Type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(form)
+            .send()
             .with_context(|| format!("{method} {url}"))?;
         let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string()?;
+        let text = response.text()?;
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
 

@@ -120,7 +120,11 @@ impl KongClient {
     }
 
     /// A client delivering `text` (whose resources are `desired`) to `runtime`.
-    pub fn with_config(text: String, desired: Vec<Resource>, runtime: Box<dyn Runtime>) -> KongClient {
+    pub fn with_config(
+        text: String,
+        desired: Vec<Resource>,
+        runtime: Box<dyn Runtime>,
+    ) -> KongClient {
         KongClient {
             runtime,
             text,

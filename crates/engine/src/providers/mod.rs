@@ -7,6 +7,7 @@
 //! matches on no provider name. Adding a target's client is one module and one entry.
 //! Providers never print; they report through return values.
 
+pub mod azure;
 pub mod kong;
 pub mod pocketbase;
 pub mod postgres;
@@ -36,6 +37,14 @@ pub trait Client: Send + Sync {
     /// [`batched`]: Client::batched
     fn apply(&self, changes: &[&Change]) -> Result<()>;
 
+    /// Inputs `changes` need that nobody gave (a secret only a person can provide): apply
+    /// leaves those changes and what depends on them out, and says what to set. The default
+    /// has none.
+    fn missing_inputs(&self, changes: &[Change]) -> Vec<MissingInput> {
+        let _ = changes;
+        Vec::new()
+    }
+
     /// Stores an audit record, if this target keeps an audit trail. The default does nothing.
     fn record_audit(&self, record: &AuditRecord) -> Result<()> {
         let _ = record;
@@ -59,9 +68,9 @@ pub fn always(_env: Env<'_>) -> bool {
     true
 }
 
-/// Every provider kombiform can plan and apply. Targets without an entry here (Azure) appear
-/// in the graph but are not planned yet.
+/// Every provider kombiform can plan and apply.
 pub const REGISTRY: &[Registration] = &[
+    azure::REGISTRATION,
     kong::REGISTRATION,
     postgres::REGISTRATION,
     pocketbase::REGISTRATION,
@@ -102,6 +111,17 @@ pub struct LiveRead {
     pub resources: Vec<Resource>,
     /// Requests (or queries) it took, for the benchmark and the plan summary.
     pub requests: u64,
+}
+
+/// An input a person must give before a change can be applied.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct MissingInput {
+    /// The change that needs it.
+    pub address: String,
+    /// What is missing (`Key Vault secret stripe-webhook-secret of kfy-prod-kv`).
+    pub what: String,
+    /// How to give it.
+    pub command: String,
 }
 
 /// A failure worth retrying (rate limited, overloaded, connection reset): the apply engine

@@ -58,9 +58,31 @@ fn connect_env(env: Env<'_>) -> Result<Box<dyn Client>> {
         &p.pocketbase.superuser_email,
         password.expose(),
     )
+    .map_err(|e| {
+        if e.downcast_ref::<CredentialsRefused>().is_none() {
+            return e;
+        }
+        // Name what to set: the variable the spec's reference reads (the one rule).
+        let variable = secret::variable(&p.pocketbase.superuser_password);
+        e.context(format!(
+            "PocketBase refused the password of superuser {}: set {variable} to it",
+            p.pocketbase.superuser_email
+        ))
+    })
     .with_context(|| format!("connecting to PocketBase at {}", p.pocketbase.url))?
     .managing(env);
     Ok(Box::new(pb))
+}
+
+/// PocketBase refused the superuser's email or password (not transient: retrying the same
+/// password does not help).
+#[derive(Debug)]
+pub struct CredentialsRefused;
+
+impl std::fmt::Display for CredentialsRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the superuser credentials were refused")
+    }
 }
 
 /// A connection to one PocketBase server as a superuser.
@@ -153,6 +175,12 @@ impl PocketBase {
         let reply = self
             .raw("POST", path, Some(&body), None)
             .context("authenticating to PocketBase as superuser")?;
+        if reply.status == 400 || reply.status == 401 {
+            // PocketBase answers 400 "Failed to authenticate." to a wrong email or password.
+            return Err(self
+                .failure("POST", path, &reply)
+                .context(CredentialsRefused));
+        }
         if reply.status != 200 {
             return Err(self.failure("POST", path, &reply)).with_context(|| {
                 format!(

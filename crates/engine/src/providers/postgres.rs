@@ -54,6 +54,18 @@ fn connect_env(env: Env<'_>) -> Result<Box<dyn Client>> {
         tls: p.postgres_tls(),
         connect_timeout: Duration::from_secs(10),
     })
+    .map_err(|e| {
+        if !credentials_refused(&e) {
+            return e;
+        }
+        // Name what to set: the variable the spec's reference reads (the one rule).
+        let variable = kombiform_model::secret::variable(&p.postgres.admin_password);
+        e.context(format!(
+            "PostgreSQL refused the password of `{}`: set {variable} to it (set but empty, \
+             `{variable}=`, is an empty password, for trust authentication)",
+            p.postgres.admin_user
+        ))
+    })
     .with_context(|| {
         format!(
             "connecting to PostgreSQL at {}:{}",
@@ -61,6 +73,19 @@ fn connect_env(env: Env<'_>) -> Result<Box<dyn Client>> {
         )
     })?;
     Ok(Box::new(client))
+}
+
+/// Whether PostgreSQL refused the password (a wrong one, or none where one is needed).
+fn credentials_refused(e: &anyhow::Error) -> bool {
+    use postgres::error::SqlState;
+    e.chain().any(|c| {
+        c.downcast_ref::<postgres::Error>().is_some_and(|pe| {
+            pe.code().is_some_and(|code| {
+                *code == SqlState::INVALID_PASSWORD
+                    || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+            }) || pe.to_string().contains("password missing")
+        })
+    })
 }
 
 /// Where and as whom to connect. The password is a resolved secret: it is never printed

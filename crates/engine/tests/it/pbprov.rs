@@ -74,15 +74,9 @@ fn call(pb: &PocketBase, method: &str, path: &str, body: Option<&Value>) -> Resu
     let token = pb.superuser_token()?;
     let url = format!("{}{path}", pb.url());
     // The support agent's 10 s are too short for importing 4,000 collections at once.
-    let agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(600)))
-            .proxy(None)
-            .build(),
-    );
-    let mut response = match method {
-        "GET" => agent.get(&url).header("Authorization", &token).call(),
+    let agent = kombiform_test_support::http::client(Duration::from_secs(600))?;
+    let response = match method {
+        "GET" => agent.get(&url).header("Authorization", &token).send(),
         "POST" | "PATCH" | "PUT" => {
             let req = match method {
                 "POST" => agent.post(&url),
@@ -90,18 +84,15 @@ fn call(pb: &PocketBase, method: &str, path: &str, body: Option<&Value>) -> Resu
                 _ => agent.put(&url),
             };
             req.header("Authorization", &token)
-                .content_type("application/json")
-                .send(body.map(Value::to_string).unwrap_or_default())
+                .header("Content-Type", "application/json")
+                .body(body.map(Value::to_string).unwrap_or_default())
+                .send()
         }
         other => bail!("unsupported method {other}"),
     }
     .with_context(|| format!("{method} {url}"))?;
     let status = response.status().as_u16();
-    let text = response
-        .body_mut()
-        .with_config()
-        .limit(512 * 1024 * 1024)
-        .read_to_string()?;
+    let text = response.text()?;
     let json = if text.is_empty() {
         Value::Null
     } else {

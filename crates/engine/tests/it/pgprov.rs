@@ -654,6 +654,8 @@ fn lost_and_refused_connections_are_retried_with_the_apply_budget() -> Result<()
         changes,
         unchanged: 0,
         refused: vec![],
+        vetoed: Default::default(),
+        consented: Default::default(),
         adopt: vec![],
         forget: vec![],
     };

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use axum::routing::get;
@@ -93,6 +93,8 @@ pub(crate) fn closed_port() -> Result<u16> {
 struct Fake {
     addr: SocketAddr,
     hits: Arc<AtomicUsize>,
+    /// Requests received whose answer is not sent yet.
+    pending: Arc<AtomicUsize>,
     delay_ms: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
@@ -100,13 +102,16 @@ struct Fake {
 impl Fake {
     async fn start(path: &str, body: &'static str) -> Result<Fake> {
         let hits = Arc::new(AtomicUsize::new(0));
+        let pending = Arc::new(AtomicUsize::new(0));
         let delay_ms = Arc::new(AtomicU64::new(0));
-        let (h, d) = (hits.clone(), delay_ms.clone());
+        let (h, p, d) = (hits.clone(), pending.clone(), delay_ms.clone());
         let handler = move || {
-            let (h, d) = (h.clone(), d.clone());
+            let (h, p, d) = (h.clone(), p.clone(), d.clone());
             async move {
                 h.fetch_add(1, Ordering::SeqCst);
+                p.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(d.load(Ordering::SeqCst))).await;
+                p.fetch_sub(1, Ordering::SeqCst);
                 ([("content-type", "application/json")], body)
             }
         };
@@ -119,6 +124,7 @@ impl Fake {
         Ok(Fake {
             addr,
             hits,
+            pending,
             delay_ms,
             task,
         })
@@ -300,7 +306,7 @@ impl Switch {
 }
 
 #[test]
-fn pocketbase_down_is_503_with_only_pocketbase_down_and_recovers_after_the_ttl() -> Result<()> {
+fn pocketbase_down_is_503_with_only_pocketbase_down_and_recovers() -> Result<()> {
     let cfg = local_config()?;
     let (pg, pb) = platform(&cfg)?;
     let pb_addr: SocketAddr = pb
@@ -317,15 +323,15 @@ fn pocketbase_down_is_503_with_only_pocketbase_down_and_recovers_after_the_ttl()
             jwks: jwks.url("/oauth/v2/keys"),
             postgres: (pg.host().to_string(), pg.port()),
         };
-        let ttl = Duration::from_millis(300);
-        let (base, _server) = serve(readiness(&config(&targets, 2000, 300)?)?).await?;
+        // No cache: each /ready is a new round, so no test waits out a TTL (the cache itself
+        // is tested with fifty concurrent requests below).
+        let (base, _server) = serve(readiness(&config(&targets, 2000, 0)?)?).await?;
         let client = client()?;
 
         let (code, report) = get_ready(&client, &base).await?;
         assert_eq!(code, 200, "through the switch: {report:?}");
 
         switch.down()?;
-        tokio::time::sleep(ttl).await;
         let (code, report) = get_ready(&client, &base).await?;
         assert_eq!(code, 503, "{report:?}");
         assert_eq!(report.status, Status::Down);
@@ -344,7 +350,6 @@ fn pocketbase_down_is_503_with_only_pocketbase_down_and_recovers_after_the_ttl()
         assert!(!reason.message.contains("127.0.0.1"), "{reason:?}");
 
         switch.up().await?;
-        tokio::time::sleep(ttl).await;
         let (code, report) = get_ready(&client, &base).await?;
         assert_eq!(code, 200, "recovered: {report:?}");
         assert_eq!(statuses(&report)["pocketbase"], Status::Up);
@@ -371,13 +376,9 @@ fn a_hanging_dependency_is_down_by_timeout_and_does_not_block_the_answer() -> Re
             }
         }
         let (base, _server) = serve(readiness(&cfg)?).await?;
-        let start = Instant::now();
         let (code, report) = get_ready(&client()?, &base).await?;
-        let elapsed = start.elapsed();
-        println!(
-            "measured: /ready with a 30 s hang and a 500 ms timeout answered in {:.0} ms",
-            elapsed.as_secs_f64() * 1000.0
-        );
+        // The answer came while Kong still hangs: /ready did not wait for it.
+        assert_eq!(kong.pending.load(Ordering::SeqCst), 1);
         assert_eq!(code, 503);
         let kong_report = &report.checks[0];
         assert_eq!(kong_report.name, "kong");
@@ -387,8 +388,6 @@ fn a_hanging_dependency_is_down_by_timeout_and_does_not_block_the_answer() -> Re
         assert_eq!(reason.message, "no answer within 500 ms");
         assert!(kong_report.latency_ms >= 500.0, "{kong_report:?}");
         assert_eq!(report.checks[1].status, Status::Up);
-        // Bounded by the timeout, not the 30 s hang (a loose bound: not a performance test).
-        assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
         Ok(())
     })
 }
@@ -443,7 +442,6 @@ fn fifty_concurrent_ready_requests_within_the_ttl_reach_kong_once() -> Result<()
         let readiness = readiness(&cfg)?;
         let (base, _server) = serve(readiness.clone()).await?;
         let client = client()?;
-        let start = Instant::now();
         let requests: Vec<_> = (0..50)
             .map(|_| {
                 let (client, base) = (client.clone(), base.clone());
@@ -454,11 +452,6 @@ fn fifty_concurrent_ready_requests_within_the_ttl_reach_kong_once() -> Result<()
             let (code, report) = r.await??;
             assert_eq!(code, 200, "{report:?}");
         }
-        println!(
-            "measured: 50 concurrent /ready in {:.0} ms, {} request(s) at Kong",
-            start.elapsed().as_secs_f64() * 1000.0,
-            kong.hits()
-        );
         assert_eq!(kong.hits(), 1);
         assert_eq!(jwks.hits(), 1);
         assert_eq!(readiness.rounds(), 1);

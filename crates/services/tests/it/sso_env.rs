@@ -224,7 +224,8 @@ impl SsoEnv {
             .agent()
             .put(format!("{}/api/collections/import", pb.url()))
             .header("Authorization", &su)
-            .send_json(&body)?;
+            .json(&body)
+            .send()?;
         if r.status() != 204 {
             bail!("collections import answered {}", r.status());
         }
@@ -351,15 +352,15 @@ impl SsoEnv {
 
     /// GET on PocketBase with an auth token: (status, JSON body).
     pub(crate) fn pb_get(&self, path: &str, token: &str) -> (u16, Value) {
-        let mut r = self
+        let r = self
             .pb
             .agent()
             .get(format!("{}{path}", self.pb.url()))
             .header("Authorization", token)
-            .call()
+            .send()
             .unwrap_or_else(|e| panic!("GET {path}: {e}"));
         let status = r.status().as_u16();
-        let text = r.body_mut().read_to_string().unwrap_or_default();
+        let text = r.text().unwrap_or_default();
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
@@ -370,7 +371,7 @@ impl SsoEnv {
             .agent()
             .post(format!("{}{path}", self.pb.url()))
             .header("Authorization", token)
-            .send_empty()
+            .send()
             .unwrap_or_else(|e| panic!("POST {path}: {e}"));
         r.status().as_u16()
     }
@@ -387,17 +388,22 @@ impl SsoEnv {
         let url = format!("{}{path}", self.pb.url());
         let agent = self.pb.agent();
         let sent = match (method, body) {
-            ("DELETE", _) => agent.delete(&url).header("Authorization", token).call(),
-            ("POST", Some(b)) => agent.post(&url).header("Authorization", token).send_json(b),
+            ("DELETE", _) => agent.delete(&url).header("Authorization", token).send(),
+            ("POST", Some(b)) => agent
+                .post(&url)
+                .header("Authorization", token)
+                .json(&b)
+                .send(),
             ("PATCH", Some(b)) => agent
                 .patch(&url)
                 .header("Authorization", token)
-                .send_json(b),
+                .json(&b)
+                .send(),
             other => panic!("unsupported request {other:?}"),
         };
-        let mut r = sent.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let r = sent.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let status = r.status().as_u16();
-        let text = r.body_mut().read_to_string().unwrap_or_default();
+        let text = r.text().unwrap_or_default();
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 

@@ -6,6 +6,7 @@
 // doubles (more than 256 tenants per bucket on average). Each bucket is deployed on its
 // own, after main.bicep (it uses the platform's environment, identity and Key Vault):
 //   az deployment group create --resource-group rg-kombify-prod --template-file tenants/bucket-000.bicep
+
 targetScope = 'resourceGroup'
 
 @description('Azure region of every regional resource.')
@@ -56,7 +57,11 @@ resource instances 'Microsoft.App/containerApps@2025-07-01' = [for t in tenants:
         allowInsecure: false
       }
       secrets: [
-        { name: 'pocketbase-superuser-password', keyVaultUrl: '${vault.properties.vaultUri}secrets/pocketbase-superuser-password', identity: identity.id }
+        {
+          name: 'pocketbase-superuser-password'
+          keyVaultUrl: '${vault.properties.vaultUri}secrets/pocketbase-superuser-password'
+          identity: identity.id
+        }
       ]
     }
     template: {
