@@ -258,7 +258,7 @@ struct Ctx<'a> {
 impl<'a> Ctx<'a> {
     fn new(env: Env<'a>) -> Ctx<'a> {
         let mut path_owners = BTreeMap::new();
-        for r in enabled(env).flat_map(|s| public_routes(s)) {
+        for r in enabled(env).flat_map(public_routes) {
             for p in &r.paths {
                 *path_owners.entry(p.as_str()).or_insert(0) += 1;
             }

@@ -303,9 +303,45 @@ fn tlv(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     Some((tag, content, der.get(start + len..)?))
 }
 
+/// A fresh P-256 key pair for platform token tests: (private key as PKCS#8 PEM, public key as
+/// SubjectPublicKeyInfo PEM), the forms `sso.platformTokens.keys[]` takes.
+pub fn es256_key_pair() -> anyhow::Result<(String, String)> {
+    use ring::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+        .map_err(|_| anyhow::anyhow!("generating a P-256 key"))?;
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+        .map_err(|_| anyhow::anyhow!("reading the generated P-256 key"))?;
+    // SubjectPublicKeyInfo of id-ecPublicKey on prime256v1, then the uncompressed point.
+    let mut spki = vec![
+        0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
+        0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+    ];
+    spki.extend_from_slice(pair.public_key().as_ref());
+    Ok((pem("PRIVATE KEY", pkcs8.as_ref()), pem("PUBLIC KEY", &spki)))
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generated_public_keys_read_back() {
+        let (_, public) = es256_key_pair().unwrap();
+        let der = pem_der(&public).unwrap();
+        assert_eq!(spki_key(&der).map(<[u8]>::len), Some(65));
+    }
 
     #[test]
     fn bearer_follows_the_handlers_regex() {

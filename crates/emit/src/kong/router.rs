@@ -130,11 +130,8 @@ fn is_escaped_literal(s: &str) -> bool {
     let mut bytes = s.bytes().peekable();
     while let Some(b) = bytes.next() {
         match b {
-            b'\\' => {
-                if bytes.next() != Some(b'.') {
-                    return false;
-                }
-            }
+            b'\\' if bytes.next() != Some(b'.') => return false,
+            b'\\' => {}
             b'.' | b'(' | b')' | b'[' | b']' | b'{' | b'}' | b'*' | b'+' | b'?' | b'|' | b'^'
             | b'$' => return false,
             _ => {}

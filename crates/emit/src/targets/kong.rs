@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use super::{azure, postgres, Target};
 use kombiform_model::{Access, Env, KongEdition, Protocol};
-use kombiform_plan::Resource;
+use kombiform_plan::{Action, Change, Resource};
 
 /// The Kong target.
 #[derive(Debug)]
@@ -37,6 +37,25 @@ impl Target for Kong {
 
     fn desired(&self, env: Env<'_>) -> Vec<Resource> {
         desired(env)
+    }
+
+    /// Every gateway entity is ours: a delivered config replaces the whole gateway config.
+    fn owns(&self, address: &str) -> bool {
+        address.starts_with("kong.")
+    }
+
+    /// A token key kombify-sso still signs with is never removed: the tokens it signed would
+    /// be refused for up to `ttlSeconds`. The rotation moves `signs` first (one apply), then
+    /// removes the key (a later apply).
+    fn refusal(&self, change: &Change) -> Option<String> {
+        let live = change.live.as_ref()?;
+        let removed = change.action == Action::Delete;
+        let signing = live.attrs.get("signs").and_then(serde_json::Value::as_bool) == Some(true);
+        (removed && signing && change.address.starts_with("kong.token_key.")).then(|| {
+            "kombify-sso still signs with this key: move `signs: true` to another key first, \
+             and remove this one in a later apply, once `platformTokens.ttlSeconds` have passed"
+                .to_string()
+        })
     }
 }
 
@@ -191,6 +210,27 @@ mod tests {
         assert_eq!(key.attrs["algorithm"], "ES256");
         // Internal routes are not on the gateway.
         assert!(!r.iter().any(|r| r.address == "kong.route.sso-exchange"));
+    }
+
+    #[test]
+    fn the_signing_key_is_never_removed() {
+        let key = |signs: bool| {
+            let mut attrs = Map::new();
+            attrs.insert("signs".into(), json!(signs));
+            Resource::new("kong.token_key.k1", attrs)
+        };
+        let delete = |signs: bool| Change {
+            address: "kong.token_key.k1".into(),
+            action: Action::Delete,
+            attrs: Vec::new(),
+            destructive: false,
+            drift: false,
+            desired: None,
+            live: Some(key(signs)),
+        };
+        assert!(Kong.refusal(&delete(true)).is_some());
+        assert!(Kong.refusal(&delete(false)).is_none());
+        assert!(Kong.owns("kong.consumer.acme") && !Kong.owns("postgres.tenant.acme"));
     }
 
     #[test]

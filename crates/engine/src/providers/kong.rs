@@ -67,7 +67,9 @@ fn connect_env(env: Env<'_>) -> Result<Box<dyn Client>> {
 
 /// Where the gateway runs, as far as delivery needs it.
 pub trait Runtime: Send + Sync {
-    /// Stores `bytes` under `name` (idempotent: a stored name is never rewritten).
+    /// Stores `bytes` under `name`. Idempotent: the same bytes are not written again; other
+    /// bytes under the name (a file edited in place behind kombiform's back) are replaced,
+    /// so a content-addressed name always holds its content after apply.
     fn put(&self, name: &str, bytes: &[u8]) -> Result<()>;
     /// The bytes stored under `name`, if any.
     fn get(&self, name: &str) -> Result<Option<Vec<u8>>>;
@@ -236,11 +238,10 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 
 impl Runtime for DirRuntime {
     fn put(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        let path = self.path(name)?;
-        if path.exists() {
+        if self.get(name)?.as_deref() == Some(bytes) {
             return Ok(());
         }
-        write_atomically(&path, bytes)
+        write_atomically(&self.path(name)?, bytes)
     }
 
     fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
@@ -294,7 +295,11 @@ mod tests {
         assert!(r.put("../x", b"").is_err());
         assert!(r.activate("kong-missing.yaml").is_err());
         r.put("kong-a.yaml", b"a").unwrap();
-        r.put("kong-a.yaml", b"b").unwrap();
+        r.put("kong-a.yaml", b"a").unwrap();
+        assert_eq!(r.get("kong-a.yaml").unwrap().unwrap(), b"a");
+        // Bytes edited in place are put back.
+        std::fs::write(dir.path().join("configs/kong-a.yaml"), b"b").unwrap();
+        r.put("kong-a.yaml", b"a").unwrap();
         assert_eq!(r.get("kong-a.yaml").unwrap().unwrap(), b"a");
         r.activate("kong-a.yaml").unwrap();
         assert_eq!(r.serving().unwrap().config.as_deref(), Some("kong-a.yaml"));
