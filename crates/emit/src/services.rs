@@ -12,7 +12,9 @@ use serde::Serialize;
 
 use crate::Files;
 pub use kombiform_model::services::*;
-use kombiform_model::{naming, CollectionKind, Env, Platform, Scope, ORG_CLAIM};
+use kombiform_model::{
+    naming, CollectionKind, Env, KongEdition, Platform, Scope, CREDENTIAL_CLAIM, ORG_CLAIM,
+};
 
 /// Adds `<env>/services/sso.json` and `<env>/services/health.json`, each when the platform
 /// has the service ([`SSO_SERVICE`], [`HEALTH_SERVICE`]).
@@ -63,6 +65,29 @@ pub fn sso(env: Env<'_>) -> Option<SsoConfig> {
             tolerance_seconds: p.webhooks.tolerance_seconds,
         },
         internal_token: p.sso.internal_token.clone(),
+        platform_tokens: platform_tokens(p),
+    })
+}
+
+/// What kombify-sso signs platform tokens with: the key that `signs`, on an OSS gateway (the
+/// Enterprise gateway verifies Zitadel's tokens itself).
+fn platform_tokens(p: &Platform) -> Option<PlatformTokensConfig> {
+    if p.kong.edition != KongEdition::Oss {
+        return None;
+    }
+    let t = &p.sso.platform_tokens;
+    let key = t.signer()?;
+    Some(PlatformTokensConfig {
+        issuer: t
+            .issuer
+            .clone()
+            .unwrap_or_else(|| format!("https://{}", p.domain)),
+        audience: t.audience.clone(),
+        ttl_seconds: t.ttl_seconds,
+        key_id: key.id.clone(),
+        algorithm: key.algorithm.as_str().to_string(),
+        private_key: key.private_key.clone(),
+        credential_claim: CREDENTIAL_CLAIM.to_string(),
     })
 }
 

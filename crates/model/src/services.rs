@@ -47,6 +47,31 @@ pub struct SsoConfig {
     pub webhooks: WebhooksConfig,
     /// The bearer token internal callers (feature flag apply) must present.
     pub internal_token: SecretRef,
+    /// The platform access tokens it mints for the OSS gateway (`POST /api/sso/token`);
+    /// absent when the gateway verifies Zitadel's tokens itself (Enterprise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_tokens: Option<PlatformTokensConfig>,
+}
+
+/// How kombify-sso signs platform access tokens: with the one key of
+/// `sso.platformTokens.keys` that `signs` (the gateway accepts every listed key).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlatformTokensConfig {
+    /// `iss` of the tokens.
+    pub issuer: String,
+    /// `aud` of the tokens.
+    pub audience: String,
+    /// Lifetime in seconds (the gateway's `maximum_expiration`).
+    pub ttl_seconds: u32,
+    /// The signing key's id: the JOSE `kid` and the suffix of the credential claim.
+    pub key_id: String,
+    /// `ES256` or `RS256`.
+    pub algorithm: String,
+    /// Its private key, PKCS#8 PEM.
+    pub private_key: SecretRef,
+    /// The claim whose value `<tenant>.<key id>` selects the gateway credential.
+    pub credential_claim: String,
 }
 
 /// A listening socket.

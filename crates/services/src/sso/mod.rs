@@ -3,7 +3,8 @@
 //! signed Stripe and Zitadel webhooks with replay protection (HIGH-006); audit rows for every
 //! effect (MED-004).
 //!
-//! Layout: [`token`] + [`jwks`] validate tokens, [`exchange`] is the exchange, [`flags`] and
+//! Layout: [`token`] + [`jwks`] validate tokens, [`exchange`] is the exchange, [`platform`]
+//! mints the platform access tokens the OSS gateway verifies (`POST /api/sso/token`), [`flags`] and
 //! [`webhooks`] are pure, [`input`] says what request values may reach the database, [`db`] and
 //! [`pocketbase`] are the only IO, [`routes`] is the HTTP edge and [`error`] the one mapping of
 //! domain errors to responses.
@@ -18,6 +19,7 @@ pub mod exchange;
 pub mod flags;
 pub mod input;
 pub mod jwks;
+pub mod platform;
 pub mod pocketbase;
 pub mod routes;
 pub mod token;
@@ -49,6 +51,8 @@ pub struct Sso {
     pub stripe_secrets: Vec<Secret>,
     /// Zitadel signing keys (one, or several during a rotation).
     pub zitadel_secrets: Vec<Secret>,
+    /// The signer of platform access tokens, when the gateway verifies those.
+    pub platform: Option<platform::PlatformSigner>,
 }
 
 impl Sso {
@@ -64,6 +68,13 @@ impl Sso {
         let internal_token = secret(&config.internal_token)?;
         let stripe_secrets = secret(&config.webhooks.stripe_secret)?.list();
         let zitadel_secrets = secret(&config.webhooks.zitadel_secret)?.list();
+        let platform = match &config.platform_tokens {
+            Some(t) => Some(
+                platform::PlatformSigner::new(t.clone(), &secret(&t.private_key)?)
+                    .map_err(|e| anyhow!("platform token key `{}`: {e}", t.key_id))?,
+            ),
+            None => None,
+        };
         if !config
             .pocketbase
             .users_collection
@@ -112,6 +123,7 @@ impl Sso {
             internal_token,
             stripe_secrets,
             zitadel_secrets,
+            platform,
         })
     }
 

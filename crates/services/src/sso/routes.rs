@@ -38,6 +38,7 @@ type Body = BodyBytes<MAX_BODY_BYTES>;
 pub fn router(sso: Arc<Sso>) -> Router {
     let api = Router::new()
         .route("/api/internal/sso/exchange", post(exchange_handler))
+        .route("/api/sso/token", post(token_handler))
         .route("/api/internal/feature-flags/apply", post(apply_flags))
         .route("/api/internal/feature-flags/{tenant}", get(tenant_flags))
         .route("/api/webhooks/stripe", post(stripe))
@@ -116,6 +117,23 @@ async fn exchange_handler(
         HeaderValue::from((max - used).max(0)),
     );
     h.insert("cache-control", HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// `POST /api/sso/token`: a Zitadel access token (bearer, or `token` in a JSON body) for a
+/// platform access token ([`super::platform`]). Not found when the gateway does not verify
+/// platform tokens (Enterprise).
+async fn token_handler(
+    State(sso): State<Arc<Sso>>,
+    headers: HeaderMap,
+    BodyBytes(body): Body,
+) -> Result<Response, SsoError> {
+    let token = exchange_token(&headers, &body)?;
+    let minted = super::platform::issue(&sso, &token, now()).await?;
+    let mut response = Json(&minted).into_response();
+    response
+        .headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-store"));
     Ok(response)
 }
 

@@ -9,6 +9,7 @@
 
 mod edge;
 mod health;
+mod platform_tokens;
 mod sso;
 mod sso_env;
 mod sso_tls;

@@ -889,6 +889,7 @@ fn the_binary_starts_from_the_generated_config_and_names_missing_secrets() {
     cfg["postgres"]["port"] = json!(silent_port);
     cfg["pocketbase"]["url"] = json!(format!("http://127.0.0.1:{silent_port}"));
     std::fs::write(&config, cfg.to_string()).unwrap();
+    let (platform_key, _) = kombiform_test_support::kong_jwt::es256_key_pair().unwrap();
     let mut child = std::process::Command::new(exe)
         .arg("--config")
         .arg(&config)
@@ -901,6 +902,7 @@ fn the_binary_starts_from_the_generated_config_and_names_missing_secrets() {
             ("SSO_INTERNAL_TOKEN", "x"),
             ("STRIPE_WEBHOOK_SECRET", "x"),
             ("ZITADEL_WEBHOOK_SECRET", "x"),
+            ("SSO_TOKEN_KEY_LOCAL", platform_key.as_str()),
         ])
         .stderr(std::process::Stdio::piped())
         .spawn()

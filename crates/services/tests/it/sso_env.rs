@@ -198,6 +198,8 @@ pub(crate) struct SsoEnv {
     pub config: SsoConfig,
     /// The service's secrets, as environment variables.
     pub secrets: HashMap<&'static str, String>,
+    /// The public key (PEM) of the platform token key the service signs with (`local1`).
+    pub platform_public_pem: String,
 }
 
 /// The platform database name.
@@ -259,7 +261,10 @@ impl SsoEnv {
         config.postgres.host = pg.host().to_string();
         config.postgres.port = pg.port();
         config.postgres.user = pg.user().to_string();
+        let (platform_private, platform_public_pem) =
+            kombiform_test_support::kong_jwt::es256_key_pair()?;
         let env: HashMap<&str, String> = HashMap::from([
+            ("SSO_TOKEN_KEY_LOCAL", platform_private),
             ("PGPASSWORD", "unused-trust-auth".to_string()),
             (
                 "POCKETBASE_SUPERUSER_PASSWORD",
@@ -293,6 +298,7 @@ impl SsoEnv {
             http,
             config,
             secrets: env,
+            platform_public_pem,
         })
     }
 
