@@ -12,6 +12,7 @@
 mod bicep;
 mod kong;
 mod kong_check;
+mod kong_errors;
 mod pocketbase;
 mod pocketbase_rules;
 mod sql;
