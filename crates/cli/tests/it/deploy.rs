@@ -739,3 +739,60 @@ fn on_a_terminal_plan_shows_what_it_is_doing() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn the_gateway_config_is_planned_with_its_hash_and_delivered_by_apply() -> Result<()> {
+    // A local gateway's runtime: the directory it mounts (KOMBIFORM_KONG_DIR).
+    let lab = Lab::start()?;
+    let gateway = lab.dir.path().join("gateway");
+    let run = |args: &[&str]| {
+        lab.cmd(args)
+            .env("KOMBIFORM_KONG_DIR", &gateway)
+            .output()
+            .context("running kombiform")
+    };
+    let out = run(&["plan", "--env", "local", "--format", "json"])?;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let plan: Value = serde_json::from_slice(&out.stdout)?;
+    let config = plan["changes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["address"] == "kong.config.gateway")
+        .context("the Kong config is a resource of the plan")?;
+    let shown = config.to_string();
+    // The first 64-hex-digit value after the attribute's name.
+    let sha = shown
+        .split("\"sha256\"")
+        .nth(1)
+        .and_then(|rest| {
+            rest.split('"')
+                .find(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+        })
+        .context("the plan shows the config's sha256")?
+        .to_string();
+    assert_eq!(sha.len(), 64, "{shown}");
+    let text_plan = run(&["plan", "--env", "local"])?;
+    assert!(
+        String::from_utf8_lossy(&text_plan.stdout).contains("kong.config.gateway"),
+        "{}",
+        text(&text_plan)
+    );
+
+    let out = lab
+        .cmd(&["apply", "--env", "local", "--auto-approve"])
+        .env("KOMBIFORM_KONG_DIR", &gateway)
+        .output()?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let active = std::fs::read_to_string(gateway.join("active"))?;
+    assert_eq!(active.trim(), format!("kong-{}.yaml", &sha[..16]));
+    let served = std::fs::read(gateway.join("configs").join(active.trim()))?;
+    assert_eq!(
+        kombiform_emit::targets::kong::sha256_hex(&served),
+        sha,
+        "the delivered bytes are the planned ones"
+    );
+    let out = run(&["plan", "--env", "local", "--format", "json"])?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    Ok(())
+}
