@@ -74,6 +74,9 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
+/// Status → (code, message), as the Lua's `ERRORS` table lists them.
+type Table = BTreeMap<u16, (String, String)>;
+
 /// The global plugin `name` of the document.
 fn global<'a>(doc: &'a Value, name: &str) -> Result<&'a Value> {
     doc["plugins"]
@@ -85,7 +88,7 @@ fn global<'a>(doc: &'a Value, name: &str) -> Result<&'a Value> {
 }
 
 /// The `ERRORS` table and the body format of the emitted `body_filter` Lua.
-fn lua_table(lua: &str) -> Result<(BTreeMap<u16, (String, String)>, String)> {
+fn lua_table(lua: &str) -> Result<(Table, String)> {
     let mut table = BTreeMap::new();
     for line in lua.lines().filter(|l| l.starts_with('[')) {
         // [401] = { "unauthorized", "A valid access token is required." },
@@ -112,7 +115,7 @@ fn render(
     header: &str,
     id: &str,
     who: &str,
-    table: &BTreeMap<u16, (String, String)>,
+    table: &Table,
     format: &str,
 ) -> Result<String> {
     let (code, message) = table
