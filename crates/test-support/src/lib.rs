@@ -2,6 +2,8 @@
 //! the fixtures tests read, synthetic specs for scale tests and benchmarks, and the typed
 //! checks of generated Kong configs.
 //!
+//! - [`azurite`]: the real Blob Storage emulator (HTTPS, bearer tokens), for the Blob state
+//!   backend.
 //! - [`pocketbase`], [`postgres`]: real servers, each on a free port with its own temp dir,
 //!   stopped and removed on drop. Nothing here fakes a server; a missing dependency is an
 //!   error naming the command that installs it (`scripts/install-test-deps.sh`).
@@ -20,6 +22,7 @@
 //! Depends on the model and the spec loader only, so that every other crate's tests can use
 //! it without a dependency cycle. Not a mock layer and not part of any shipped binary.
 
+pub mod azurite;
 pub mod kong_check;
 pub mod kong_oracle;
 pub mod pocketbase;
