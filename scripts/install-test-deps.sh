@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests and CI need on a fresh Debian machine (run as root).
 # Idempotent: each step checks first and only installs what is missing.
-# Network use: package registries only (PyPI, Debian, rustup components).
+# Network use: package registries only (PyPI, Debian, npm, rustup components).
 set -euo pipefail
 
 say() { printf 'install-test-deps: %s\n' "$*"; }
@@ -66,6 +66,20 @@ if ! command -v openssl >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl
 fi
 say "openssl: $(openssl version)"
+
+# --- Azurite (the Blob Storage emulator the Blob state tests run) ---------------------------
+AZURITE_VERSION=3.35.0
+if ! command -v npm >/dev/null 2>&1; then
+    say "npm missing: apt-get install nodejs npm"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
+fi
+if ! command -v azurite-blob >/dev/null 2>&1; then
+    say "npm install -g azurite@$AZURITE_VERSION"
+    npm install -g --no-fund --no-audit "azurite@$AZURITE_VERSION"
+    command -v azurite-blob >/dev/null 2>&1 || { say "ERROR: azurite-blob missing after npm install -g azurite"; exit 1; }
+fi
+say "azurite: $(command -v azurite-blob) ($(azurite-blob --version 2>/dev/null | head -n1))"
 
 # --- The OS user PostgreSQL runs as (it refuses to run as root) ----------------------------
 if ! id -u postgres >/dev/null 2>&1; then

@@ -370,8 +370,10 @@ impl Arm {
                 "'client_assertion', 'client_secret' or 'request' is required for the 'client_credentials' grant type.",
             );
         }
-        let token = format!("standin.{}", kombiform_sys::random_id128());
         let principal = field("client_id").cloned().unwrap_or_default();
+        let tenant = req.path.split('/').nth(1).unwrap_or_default();
+        let scope = field("scope").map(String::as_str).unwrap_or_default();
+        let token = jwt_shaped(tenant, &principal, scope);
         self.tokens
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -499,6 +501,39 @@ fn provider(sub: &str, namespace: &str) -> Answer {
             "registrationState": "Registered",
             "resourceTypes": types,
         }),
+    )
+}
+
+/// A token shaped like Entra's (an unsigned JWT: header, claims, random signature) with the
+/// claims services check without verifying a signature, as Azurite's `--oauth basic` does:
+/// the audience the scope names, an `sts.windows.net` issuer for the tenant, and lifetimes.
+/// ARM requests are checked against the tokens this stand-in issued, so no signature is
+/// needed.
+fn jwt_shaped(tenant: &str, client_id: &str, scope: &str) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let audience = scope.split_whitespace().next().unwrap_or_default();
+    let audience = audience.strip_suffix("/.default").unwrap_or(audience);
+    let header = json!({"typ": "JWT", "alg": "RS256", "kid": "kombiform-arm-standin"});
+    let claims = json!({
+        "aud": audience,
+        "iss": format!("https://sts.windows.net/{tenant}/"),
+        "tid": tenant,
+        "appid": client_id,
+        "oid": client_id,
+        "iat": now.saturating_sub(60),
+        "nbf": now.saturating_sub(60),
+        "exp": now + 3599,
+        "jti": kombiform_sys::random_id128(),
+    });
+    format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        URL_SAFE_NO_PAD.encode(kombiform_sys::random_bytes::<32>()),
     )
 }
 

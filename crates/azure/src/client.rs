@@ -222,7 +222,7 @@ pub(crate) struct Inner {
 
 /// Installs ring as the process's rustls crypto provider, unless one is installed already
 /// (the workspace's one provider; reqwest is built without its own).
-fn ensure_crypto_provider() {
+pub(crate) fn ensure_crypto_provider() {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         // Losing a race to another thread installing one is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();

@@ -31,11 +31,15 @@ use azure_identity::{
     WorkloadIdentityCredentialOptions,
 };
 
+use crate::config::ArmConfig;
 use crate::error::ArmError;
 use crate::transport::IdentityTransport;
 
 /// The scope of an ARM token (the audience stays ARM's when the endpoint is a stand-in).
 pub const ARM_SCOPE: &str = "https://management.azure.com/.default";
+
+/// The scope of an Azure Storage token (Blob Storage, where a team's state is kept).
+pub const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
 
 /// Forces one credential source: `client-secret`, `workload-identity`, `managed-identity` or
 /// `azure-cli`.
@@ -214,13 +218,25 @@ impl CredentialSource {
 pub(crate) struct Tokens {
     chain: Vec<(&'static str, Arc<dyn TokenCredential>)>,
     cache: tokio::sync::Mutex<Option<AccessToken>>,
+    scope: &'static str,
 }
 
 impl Tokens {
+    /// The chain for ARM tokens ([`ARM_SCOPE`]).
     pub(crate) fn new(
         sources: &[CredentialSource],
         transport: Arc<IdentityTransport>,
         authority_host: Option<&str>,
+    ) -> Result<Self, ArmError> {
+        Self::for_scope(sources, transport, authority_host, ARM_SCOPE)
+    }
+
+    /// The chain for tokens of `scope`.
+    pub(crate) fn for_scope(
+        sources: &[CredentialSource],
+        transport: Arc<IdentityTransport>,
+        authority_host: Option<&str>,
+        scope: &'static str,
     ) -> Result<Self, ArmError> {
         if sources.is_empty() {
             return Err(ArmError::Invalid("the credential chain is empty".into()));
@@ -232,6 +248,7 @@ impl Tokens {
         Ok(Self {
             chain,
             cache: tokio::sync::Mutex::new(None),
+            scope,
         })
     }
 
@@ -240,7 +257,7 @@ impl Tokens {
         *self.cache.lock().await = None;
     }
 
-    /// A valid ARM token: the cached one, or a new one from the first source of the chain
+    /// A valid token of the chain's scope: the cached one, or a new one from the first source of the chain
     /// that gives one. One request at a time asks the chain; the others wait for its answer.
     pub(crate) async fn bearer(&self) -> Result<Secret, ArmError> {
         let mut cached = self.cache.lock().await;
@@ -252,7 +269,7 @@ impl Tokens {
         }
         let mut failures = Vec::new();
         for (name, credential) in &self.chain {
-            match credential.get_token(&[ARM_SCOPE], None).await {
+            match credential.get_token(&[self.scope], None).await {
                 Ok(token) => {
                     let secret = token.token.clone();
                     *cached = Some(token);
@@ -262,6 +279,67 @@ impl Tokens {
             }
         }
         Err(ArmError::Credential(failures.join("; ")))
+    }
+}
+
+/// Bearer tokens of one scope from the credential chain, for Azure services other than ARM
+/// (Blob Storage: [`STORAGE_SCOPE`]), cached until shortly before they expire. The same
+/// chain, authority host and HTTP stack as [`crate::Arm`]; token values never reach a log.
+#[derive(Debug)]
+pub struct TokenSource {
+    tokens: Tokens,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl TokenSource {
+    /// A source of tokens for `scope`, from the chain and authority host the environment
+    /// describes ([`ArmConfig::from_env`]).
+    pub fn from_env(scope: &'static str) -> Result<Self, ArmError> {
+        Self::new(&ArmConfig::from_env()?, scope, &[])
+    }
+
+    /// A source of tokens for `scope` from `config`'s chain and authority host. It runs its
+    /// own small runtime: [`TokenSource::bearer`] is a blocking call.
+    /// `extra_roots` (PEM) are trusted besides the platform's roots (a test token endpoint).
+    pub fn new(
+        config: &ArmConfig,
+        scope: &'static str,
+        extra_roots: &[String],
+    ) -> Result<Self, ArmError> {
+        crate::client::ensure_crypto_provider();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("kombiform-token")
+            .enable_all()
+            .build()
+            .map_err(|err| ArmError::Invalid(format!("starting the token runtime: {err}")))?;
+        let mut builder = reqwest::Client::builder();
+        for pem in extra_roots {
+            let cert = reqwest::Certificate::from_pem(pem.as_bytes())
+                .map_err(|err| ArmError::Invalid(format!("an extra root certificate: {err}")))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder
+            .connect_timeout(Duration::from_secs(20))
+            .timeout(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("kombiform/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|err| ArmError::Invalid(format!("building the HTTP client: {err}")))?;
+        let transport = Arc::new(IdentityTransport::new(http, Arc::default()));
+        let authority = config.authority_host.as_ref().map(reqwest::Url::as_str);
+        let tokens = Tokens::for_scope(&config.credentials, transport, authority, scope)?;
+        Ok(Self { tokens, runtime })
+    }
+
+    /// A valid token (blocking): the cached one, or a new one from the chain.
+    pub fn bearer(&self) -> Result<Secret, ArmError> {
+        self.runtime.block_on(self.tokens.bearer())
+    }
+
+    /// Forgets the cached token (the service refused it).
+    pub fn invalidate(&self) {
+        self.runtime.block_on(self.tokens.invalidate());
     }
 }
 

@@ -10,6 +10,9 @@
 //! ([`ArmError`]). `KOMBIFORM_ARM_ENDPOINT` and `AZURE_AUTHORITY_HOST` point it at a test
 //! server ([`ArmConfig`]).
 //!
+//! [`TokenSource`] gives tokens of the same chain for other Azure services (Blob Storage,
+//! where the engine keeps a team's state).
+//!
 //! Not here: what a resource should look like, diffing, ordering or parallelism (the Azure
 //! provider built on this crate does that). Bodies are `serde_json::Value`s, untouched.
 //!
@@ -32,6 +35,6 @@ pub use budget::{BucketLimit, Limits, OperationClass};
 pub use client::{Arm, ArmOptions, RequestCounts, RetryPolicy};
 pub use clock::{Clock, ScaledClock, Sleep, SystemClock};
 pub use config::{ArmConfig, ARM_ENDPOINT_ENV, AUTHORITY_HOST_ENV, DEFAULT_ARM_ENDPOINT};
-pub use credential::{CredentialSource, ARM_SCOPE, CREDENTIAL_ENV};
+pub use credential::{CredentialSource, TokenSource, ARM_SCOPE, CREDENTIAL_ENV, STORAGE_SCOPE};
 pub use error::{ArmError, ErrorDetail, Terminal};
 pub use lro::{Deleted, Put};

@@ -255,7 +255,8 @@ struct StateArgs {
     /// Directory of the local state backend.
     #[arg(long, default_value = ".kombiform")]
     state_dir: PathBuf,
-    /// Directory of spec files (to tell an unknown environment from one never applied).
+    /// Directory of spec files (to tell an unknown environment from one never applied, and
+    /// which state backend it uses).
     #[arg(long, default_value = "specs")]
     specs: PathBuf,
 }
@@ -688,8 +689,7 @@ fn cmd_plan(
         return Ok(exit::ERROR);
     };
     let env = find_env(&model, env)?;
-    let backend = kombiform_engine::state::LocalBackend::new(&args.state_dir);
-    use kombiform_engine::state::StateBackend as _;
+    let backend = state_backend(Some(env.platform), &args.state_dir)?;
     let state = backend.load(env.name())?;
     let selection = kombiform_engine::ops::select(env, &args.target)?;
     let providers = connect(env, selection.as_ref())?;
@@ -855,7 +855,6 @@ fn report_refused(plan: &kombiform_plan::Plan, file: Option<&Path>) {
 
 fn cmd_apply(args: DeployArgs, flags: ApplyFlags) -> Result<u8> {
     use kombiform_engine::ops;
-    use kombiform_engine::state::StateBackend as _;
     let saved = match &flags.file {
         Some(f) => Some(read_plan(f)?),
         None => None,
@@ -876,8 +875,8 @@ fn cmd_apply(args: DeployArgs, flags: ApplyFlags) -> Result<u8> {
     let env = find_env(&model, &env_name)?;
     let stop = crate::signals::Stop::install(flags.interrupt_grace)?;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let backend = kombiform_engine::state::LocalBackend::new(&args.state_dir);
-    let lock = match take_lock(&backend, env.name(), &command) {
+    let backend = state_backend(Some(env.platform), &args.state_dir)?;
+    let lock = match take_lock(&*backend, env.name(), &command) {
         Ok(g) => g,
         Err(e) => {
             errln!("error: {e}");
@@ -886,7 +885,7 @@ fn cmd_apply(args: DeployArgs, flags: ApplyFlags) -> Result<u8> {
     };
     {
         let (backend, env, id) = (
-            backend.clone(),
+            std::sync::Arc::clone(&backend),
             env.name().to_string(),
             lock.info().id.clone(),
         );
@@ -904,7 +903,7 @@ fn cmd_apply(args: DeployArgs, flags: ApplyFlags) -> Result<u8> {
         None => ops::select(env, &args.target)?,
     };
     let providers = connect(env, selection.as_ref())?;
-    match ops::deliver_audit(env.name(), &providers, &backend) {
+    match ops::deliver_audit(env.name(), &providers, &*backend) {
         Ok(0) => {}
         Ok(n) => errln!("delivered {n} audit record(s) kept by an earlier apply"),
         Err(e) => {
@@ -939,7 +938,7 @@ fn cmd_apply(args: DeployArgs, flags: ApplyFlags) -> Result<u8> {
     };
     let ctx = ops::ApplyContext {
         providers: &providers,
-        backend: &backend,
+        backend: &*backend,
         opts: &opts,
         interrupt: stop.interrupt(),
         command: &command,
@@ -1178,11 +1177,10 @@ fn confirm() -> Result<bool> {
 }
 
 fn cmd_state(cmd: StateCommand) -> Result<u8> {
-    use kombiform_engine::state::{LocalBackend, StateBackend};
     match cmd {
         StateCommand::List { at, format } => {
-            let backend = LocalBackend::new(&at.state_dir);
-            let Some(state) = load_state_loudly(&backend, &at.env, &at.specs)? else {
+            let backend = state_backend_at(&at)?;
+            let Some(state) = load_state_loudly(&*backend, &at.env, &at.specs)? else {
                 return Ok(exit::ERROR);
             };
             let rows = kombiform_engine::state::list(&state);
@@ -1224,8 +1222,8 @@ fn cmd_state(cmd: StateCommand) -> Result<u8> {
             at,
             format,
         } => {
-            let backend = LocalBackend::new(&at.state_dir);
-            let Some(state) = load_state_loudly(&backend, &at.env, &at.specs)? else {
+            let backend = state_backend_at(&at)?;
+            let Some(state) = load_state_loudly(&*backend, &at.env, &at.specs)? else {
                 return Ok(exit::ERROR);
             };
             if let Some(action) = state.pending.get(&address) {
@@ -1246,8 +1244,8 @@ fn cmd_state(cmd: StateCommand) -> Result<u8> {
             Ok(exit::OK)
         }
         StateCommand::Check { at, format } => {
-            let backend = LocalBackend::new(&at.state_dir);
-            if !env_known(&backend, &at.env, &at.specs)? {
+            let backend = state_backend_at(&at)?;
+            if !env_known(&*backend, &at.env, &at.specs)? {
                 return Ok(exit::ERROR);
             }
             let check = backend.check(&at.env)?;
@@ -1270,9 +1268,9 @@ fn cmd_state(cmd: StateCommand) -> Result<u8> {
             Ok(if check.clean() { exit::OK } else { exit::ERROR })
         }
         StateCommand::Repair { at } => {
+            let backend = state_backend_at(&at)?;
             let env = at.env;
-            let backend = LocalBackend::new(&at.state_dir);
-            if !env_known(&backend, &env, &at.specs)? {
+            if !env_known(&*backend, &env, &at.specs)? {
                 return Ok(exit::ERROR);
             }
             let check = backend.check(&env)?;
@@ -1282,7 +1280,7 @@ fn cmd_state(cmd: StateCommand) -> Result<u8> {
                 return Ok(exit::OK);
             }
             let command = std::env::args().collect::<Vec<_>>().join(" ");
-            let lock = match take_lock(&backend, &env, &command) {
+            let lock = match take_lock(&*backend, &env, &command) {
                 Ok(g) => g,
                 Err(e) => {
                     errln!("error: {e}");
@@ -1303,8 +1301,8 @@ fn cmd_state(cmd: StateCommand) -> Result<u8> {
             Ok(exit::OK)
         }
         StateCommand::Unlock { id, at } => {
-            let backend = LocalBackend::new(&at.state_dir);
-            if !env_known(&backend, &at.env, &at.specs)? {
+            let backend = state_backend_at(&at)?;
+            if !env_known(&*backend, &at.env, &at.specs)? {
                 return Ok(exit::ERROR);
             }
             let holder = backend.unlock(&at.env, &id)?;
@@ -1337,11 +1335,10 @@ fn resource_text(address: &str, v: &serde_json::Value) -> String {
 /// Whether `env` is one the specs define, or one with state here; an unknown one is said so
 /// (false: exit 1), never treated as empty.
 fn env_known(
-    backend: &kombiform_engine::state::LocalBackend,
+    backend: &dyn kombiform_engine::state::StateBackend,
     env: &str,
     specs: &Path,
 ) -> Result<bool> {
-    use kombiform_engine::state::StateBackend as _;
     if backend.exists(env)? {
         return Ok(true);
     }
@@ -1365,7 +1362,7 @@ fn env_known(
             errln!(
                 "error: no state for environment `{env}` in {}, and no specs in {} to tell \
                  whether the environment exists (give --specs or --state-dir)",
-                backend.dir.display(),
+                backend.location(),
                 specs.display()
             );
             Ok(false)
@@ -1398,11 +1395,10 @@ fn print_check(env: &str, check: &kombiform_engine::state::Check) {
 /// loudly (never shown as "nothing is managed" in silence), and one the specs do not define
 /// is an error (`None`: exit 1).
 fn load_state_loudly(
-    backend: &kombiform_engine::state::LocalBackend,
+    backend: &dyn kombiform_engine::state::StateBackend,
     env: &str,
     specs: &Path,
 ) -> Result<Option<kombiform_engine::state::State>> {
-    use kombiform_engine::state::StateBackend as _;
     if !backend.exists(env)? {
         let known = load(read_specs(specs).unwrap_or_default()).model.map(|m| {
             m.platforms
@@ -1423,13 +1419,13 @@ fn load_state_loudly(
                 "warning: NO STATE for environment `{env}` in {}: kombiform has not applied \
                  it from here (or --state-dir is wrong). This does not mean nothing is \
                  managed: `kombiform plan --env {env}` shows what is live.",
-                backend.dir.display()
+                backend.location()
             ),
             None => {
                 errln!(
                     "error: no state for environment `{env}` in {}, and no specs in {} to tell \
                      whether the environment exists (give --specs or --state-dir)",
-                    backend.dir.display(),
+                    backend.location(),
                     specs.display()
                 );
                 return Ok(None);
@@ -1439,15 +1435,54 @@ fn load_state_loudly(
     Ok(Some(backend.load(env)?))
 }
 
+/// The state backend the platform spec of an environment chooses (`state:`): files under
+/// `state_dir` (the default, also when no platform is known), or an Azure Blob container
+/// (`KOMBIFORM_BLOB_ENDPOINT` points it elsewhere, e.g. at Azurite).
+fn state_backend(
+    platform: Option<&kombiform_model::Platform>,
+    state_dir: &Path,
+) -> Result<std::sync::Arc<dyn kombiform_engine::state::StateBackend>> {
+    use kombiform_engine::state::{BlobBackend, BlobSettings, LocalBackend};
+    let Some(p) =
+        platform.filter(|p| p.state.backend == kombiform_model::StateBackendKind::AzureBlob)
+    else {
+        return Ok(std::sync::Arc::new(LocalBackend::new(state_dir)));
+    };
+    let (Some(account), Some(container)) = (&p.state.account, &p.state.container) else {
+        anyhow::bail!(
+            "the platform `{}` keeps its state in Azure Blob but names no account or container",
+            p.name
+        );
+    };
+    let settings = BlobSettings::for_account(account, container, p.state.lease_seconds, &|k| {
+        std::env::var(k).ok()
+    })?;
+    let backend = BlobBackend::connect(settings)
+        .with_context(|| format!("connecting to the state of `{}` in Azure Blob", p.name))?;
+    Ok(std::sync::Arc::new(backend))
+}
+
+/// The state backend of `state` commands: the one the specs choose for the environment, if
+/// the specs can be read and define it; the local one otherwise.
+fn state_backend_at(
+    at: &StateArgs,
+) -> Result<std::sync::Arc<dyn kombiform_engine::state::StateBackend>> {
+    let model = load(read_specs(&at.specs).unwrap_or_default()).model;
+    let platform = model
+        .as_ref()
+        .and_then(|m| m.platforms.iter().find(|p| p.name == at.env));
+    state_backend(platform, &at.state_dir)
+}
+
 /// Takes the state lock. A lock whose holder ran on this host and whose process no longer
 /// exists (a killed apply) is certainly stale: it is broken, loudly, so that running again
 /// resumes. Any other lock fails fast and names its holder.
 fn take_lock(
-    backend: &kombiform_engine::state::LocalBackend,
+    backend: &dyn kombiform_engine::state::StateBackend,
     env: &str,
     command: &str,
 ) -> std::result::Result<kombiform_engine::state::LockGuard, kombiform_engine::state::LockError> {
-    use kombiform_engine::state::{LockError, StateBackend as _};
+    use kombiform_engine::state::LockError;
     match backend.lock(env, kombiform_engine::ops::lock_info(command)) {
         Err(LockError::Held {
             holder,

@@ -97,8 +97,9 @@ Environment:
   `local`: POCKETBASE_SUPERUSER_PASSWORD (kombify-local-dev with ./scripts/local-up.sh) and
   PGPASSWORD. Azure: AZURE_TENANT_ID and AZURE_CLIENT_ID with AZURE_CLIENT_SECRET or
   AZURE_FEDERATED_TOKEN_FILE (else a managed identity, else the Azure CLI;
-  KOMBIFORM_AZURE_CREDENTIAL forces one); KOMBIFORM_ARM_ENDPOINT and AZURE_AUTHORITY_HOST
-  point at a stand-in. NO_COLOR.
+  KOMBIFORM_AZURE_CREDENTIAL forces one; the same credential reads and locks a state the
+  spec keeps in Azure Blob, `state: {backend: azureBlob}`); KOMBIFORM_ARM_ENDPOINT and
+  AZURE_AUTHORITY_HOST point at a stand-in, KOMBIFORM_BLOB_ENDPOINT at Azurite. NO_COLOR.
 
 Exit codes: 0 no changes, 2 changes, 3 blocked (destructive changes without consent), 1 error.";
 

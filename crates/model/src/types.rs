@@ -167,6 +167,9 @@ pub struct Platform {
     pub sso: Sso,
     /// Webhook signing secrets.
     pub webhooks: Webhooks,
+    /// Where kombiform keeps this environment's state (absent: local files).
+    #[serde(default)]
+    pub state: StateStore,
 }
 
 impl Platform {
@@ -745,6 +748,53 @@ pub struct FrontDoor {
 
 fn default_fd_sku() -> String {
     "Standard_AzureFrontDoor".to_string()
+}
+
+/// Where kombiform keeps the state of an environment: local files (the default), or an Azure
+/// Blob container a team shares, locked by a finite lease renewed while a run lasts.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StateStore {
+    /// `local`: files under `--state-dir`; `azureBlob`: blobs in `container` of `account`.
+    #[serde(default)]
+    pub backend: StateBackendKind,
+    /// The storage account (`azureBlob` only), e.g. `kfyprodstate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// The blob container (`azureBlob` only), e.g. `kombiform-state`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// How long the lease that locks the state lasts unless renewed (`azureBlob` only; 15 to
+    /// 60 seconds, Blob Storage's finite lease limits). A killed run's lock ends this long
+    /// after its last renewal.
+    #[serde(default = "default_lease_seconds")]
+    pub lease_seconds: u32,
+}
+
+/// Which state backend an environment uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum StateBackendKind {
+    /// Files under `--state-dir` (`.kombiform/`): one machine.
+    #[default]
+    Local,
+    /// Azure Blob Storage: snapshot, journal, audit and lease in a container a team shares.
+    AzureBlob,
+}
+
+fn default_lease_seconds() -> u32 {
+    60
+}
+
+impl Default for StateStore {
+    fn default() -> Self {
+        StateStore {
+            backend: StateBackendKind::Local,
+            account: None,
+            container: None,
+            lease_seconds: default_lease_seconds(),
+        }
+    }
 }
 
 /// Probes and alerts.

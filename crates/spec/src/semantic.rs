@@ -16,7 +16,8 @@ use super::load::{Documents, Located};
 use kombiform_model::naming::{self, ident_problem, name_problem};
 use kombiform_model::{
     ipv4_cidr_range, Access, AccessLevel, CollectionKind, FieldKind, KongEdition, Model,
-    PlanFeature, Platform, PostgresTlsMode, Scope, Writers, IDENTITY_FIELDS, OWNER_FIELD,
+    PlanFeature, Platform, PostgresTlsMode, Scope, StateBackendKind, Writers, IDENTITY_FIELDS,
+    OWNER_FIELD,
 };
 
 /// Runs every check and returns the model (sorted). The model is only meaningful when no
@@ -750,6 +751,111 @@ fn check_platform(l: &Located<Platform>, diags: &mut Vec<Diagnostic>) {
         }
     }
     check_services(l, diags);
+    check_state(l, diags);
+}
+
+/// `state:`: an Azure Blob backend names a valid account and container and a lease Blob
+/// Storage grants; a local backend carries none of those settings.
+fn check_state(l: &Located<Platform>, diags: &mut Vec<Diagnostic>) {
+    let s = &l.item.state;
+    if s.backend == StateBackendKind::Local {
+        for (key, set) in [
+            ("account", s.account.is_some()),
+            ("container", s.container.is_some()),
+        ] {
+            if set {
+                diags.push(
+                    Diagnostic::error(
+                        "unused-state-setting",
+                        format!("`state.{key}` is only used by the `azureBlob` backend"),
+                        l.key_label(&["spec", "state"], key),
+                    )
+                    .hint("add `backend: azureBlob`, or remove the setting"),
+                );
+            }
+        }
+        return;
+    }
+    let fields = [
+        (
+            "account",
+            s.account.as_deref(),
+            account_problem as fn(&str) -> Option<&'static str>,
+        ),
+        ("container", s.container.as_deref(), container_problem),
+    ];
+    for (key, value, problem) in fields {
+        match value {
+            None => diags.push(
+                Diagnostic::error(
+                    "missing-state-location",
+                    format!("the `azureBlob` state backend needs `state.{key}`"),
+                    l.key_label(&["spec", "state"], "backend"),
+                )
+                .hint(format!(
+                    "add `{key}:` (the storage {key} that keeps the state), e.g. `{}`",
+                    if key == "account" {
+                        "kfyprodstate"
+                    } else {
+                        "kombiform-state"
+                    }
+                )),
+            ),
+            Some(v) => {
+                if let Some(why) = problem(v) {
+                    diags.push(
+                        Diagnostic::error(
+                            "invalid-name",
+                            format!("storage {key} name `{v}` {why}"),
+                            l.label(&["spec", "state", key]),
+                        )
+                        .hint("see Azure's naming rules for storage accounts and containers"),
+                    );
+                }
+            }
+        }
+    }
+    range(
+        f64::from(s.lease_seconds),
+        15.0,
+        60.0,
+        "`state.leaseSeconds`",
+        "out-of-range",
+        l.label(&["spec", "state", "leaseSeconds"]),
+        diags,
+    );
+}
+
+/// Why `name` is not a storage account name (3 to 24 lowercase letters and digits).
+fn account_problem(name: &str) -> Option<&'static str> {
+    if !(3..=24).contains(&name.len()) {
+        return Some("must be 3 to 24 characters long");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    {
+        return Some("may hold only lowercase letters and digits");
+    }
+    None
+}
+
+/// Why `name` is not a blob container name (3 to 63 lowercase letters, digits and single
+/// hyphens, starting and ending with a letter or digit).
+fn container_problem(name: &str) -> Option<&'static str> {
+    if !(3..=63).contains(&name.len()) {
+        return Some("must be 3 to 63 characters long");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Some("may hold only lowercase letters, digits and hyphens");
+    }
+    if name.starts_with('-') || name.ends_with('-') || name.contains("--") {
+        return Some("must start and end with a letter or digit and hold no `--`");
+    }
+    None
 }
 
 fn check_scale(

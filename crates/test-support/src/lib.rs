@@ -2,6 +2,8 @@
 //! the fixtures tests read, synthetic specs for scale tests and benchmarks, and the typed
 //! checks of generated Kong configs.
 //!
+//! - [`azurite`]: the real Blob Storage emulator (HTTPS, bearer tokens), for the Blob state
+//!   backend.
 //! - [`pocketbase`], [`postgres`]: real servers, each on a free port with its own temp dir,
 //!   stopped and removed on drop. Nothing here fakes a server; a missing dependency is an
 //!   error naming the command that installs it (`scripts/install-test-deps.sh`).
@@ -21,9 +23,10 @@
 //! - [`proxy`]: a TCP proxy between a client and a real server that injects the faults of a
 //!   real network (answers held back, connections reset, connections refused).
 //!
-//! Depends on the model, the spec loader and `kombiform-sys` only, so that every other crate's tests can use
-//! it without a dependency cycle. Not a mock layer and not part of any shipped binary.
+//! Depends on the model, the spec loader and `kombiform-sys` only, so that every other
+//! crate's tests can use it without a dependency cycle. Not a mock layer and not part of any shipped binary.
 
+pub mod azurite;
 pub mod http;
 pub mod kong_check;
 pub mod kong_jwt;

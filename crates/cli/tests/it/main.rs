@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod azure;
+mod blob;
 mod cli_golden;
 mod deploy;
 mod golden;

@@ -134,6 +134,10 @@ impl LocalBackend {
 }
 
 impl StateBackend for LocalBackend {
+    fn location(&self) -> String {
+        self.dir.display().to_string()
+    }
+
     fn load(&self, env: &str) -> Result<State> {
         check_env_name(env)?;
         let hint = format!(

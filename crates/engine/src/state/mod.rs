@@ -14,9 +14,11 @@
 //!
 //! Also here: the lock that keeps two runs apart ([`LockInfo`], [`LockGuard`]) and the
 //! audit trail. [`StateBackend`] is the storage interface; [`LocalBackend`] keeps files
-//! under `.kombiform/`. Not here: deciding what to change (`plan`), talking to targets
+//! under `.kombiform/`, [`BlobBackend`] keeps the same layout in an Azure Blob container a
+//! team shares, locked by a finite lease. Not here: deciding what to change (`plan`), talking to targets
 //! (`providers`), printing (the CLI).
 
+mod blob;
 mod check;
 mod local;
 mod lock;
@@ -30,6 +32,7 @@ use serde_json::{Map, Value};
 use crate::providers::AuditRecord;
 use kombiform_plan::{Action, Change, Resource};
 
+pub use blob::{BlobBackend, BlobJournal, BlobSettings, BLOB_ENDPOINT_ENV, LEASE_LIMITS};
 pub use check::Check;
 pub use kombiform_sys::{now_rfc3339, random_id};
 pub use local::{LocalBackend, LocalJournal, DEFAULT_DIR};
@@ -569,8 +572,12 @@ pub trait Journal: Send {
     }
 }
 
-/// Where states, locks and audit records are kept. [`LocalBackend`] now; Azure Blob later.
-pub trait StateBackend {
+/// Where states, locks and audit records are kept: [`LocalBackend`] (files) or
+/// [`BlobBackend`] (an Azure Blob container).
+pub trait StateBackend: Send + Sync {
+    /// Where the state is, for messages (a directory, a container URL).
+    fn location(&self) -> String;
+
     /// The state of `env`: snapshot plus journal replay. An empty state when neither exists.
     fn load(&self, env: &str) -> Result<State>;
 
