@@ -1528,7 +1528,16 @@ fn vault_secrets(p: &Platform) -> BTreeSet<String> {
             }
         }
     }
+    // The services' PostgreSQL role passwords: provided, because apply sets each role's
+    // password from the same value the service reads (kombiform never reads Key Vault back).
+    let roles: Vec<SecretRef> = crate::sql::roles::of_platform(p)
+        .iter()
+        .map(|(name, _)| {
+            kombiform_model::secret::postgres_role_password(&p.postgres.admin_password, name)
+        })
+        .collect();
     refs.into_iter()
+        .chain(&roles)
         .filter_map(|r| match r {
             SecretRef::KeyVault(n) => Some(n.clone()),
             SecretRef::Env(_) => None,

@@ -7,5 +7,6 @@
 
 mod pbprov;
 mod pgprov;
+mod pgroles;
 mod pgtls;
 mod state;

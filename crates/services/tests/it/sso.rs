@@ -879,7 +879,7 @@ fn the_binary_starts_from_the_generated_config_and_names_missing_secrets() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("PGPASSWORD"), "{stderr}");
+    assert!(stderr.contains("PG_KOMBIFY_SSO_PASSWORD"), "{stderr}");
 
     // Dependencies that cannot answer: a listener that never accepts holds PostgreSQL's and
     // PocketBase's connections until the check times out, whatever runs on this machine.
@@ -896,7 +896,7 @@ fn the_binary_starts_from_the_generated_config_and_names_missing_secrets() {
         .arg("127.0.0.1:0")
         .env_clear()
         .envs([
-            ("PGPASSWORD", "x"),
+            ("PG_KOMBIFY_SSO_PASSWORD", "x"),
             ("POCKETBASE_SUPERUSER_PASSWORD", "x"),
             ("SSO_INTERNAL_TOKEN", "x"),
             ("STRIPE_WEBHOOK_SECRET", "x"),

@@ -10,6 +10,8 @@
 // kfy-prod-kv (`kombiform apply` generates the first 2 and asks for the others):
 //   admin-database-url (provided by a person)
 //   kong-upstream-client-key (provided by a person)
+//   pg-kombify-health-password (provided by a person)
+//   pg-kombify-sso-password (provided by a person)
 //   pocketbase-superuser-password (provided by a person)
 //   postgres-admin-password (generated)
 //   redis-access-key (provided by a person)
@@ -229,12 +231,26 @@ resource allowAzure 'Microsoft.DBforPostgreSQL/flexibleServers/firewallRules@202
   }
 }
 
+// The addresses kombiform plan and apply connect from outside Azure (postgres.allowedCidrs),
+// one write at a time: the server answers ServerIsBusy to concurrent writes.
+resource allowClient0 'Microsoft.DBforPostgreSQL/flexibleServers/firewallRules@2025-08-01' = {
+  parent: postgres
+  name: 'kombiform-allow-203-0-113-0-28'
+  dependsOn: [
+    allowAzure
+  ]
+  properties: {
+    startIpAddress: '203.0.113.0'
+    endIpAddress: '203.0.113.15'
+  }
+}
+
 // Databases, one write at a time: the server answers ServerIsBusy to concurrent writes.
 resource databaseKombifyAdmin 'Microsoft.DBforPostgreSQL/flexibleServers/databases@2025-08-01' = {
   parent: postgres
   name: 'kombify_admin'
   dependsOn: [
-    allowAzure
+    allowClient0
   ]
   properties: {
     charset: 'UTF8'
