@@ -590,7 +590,7 @@ async fn futures_join_all<F: std::future::Future>(
     out.into_iter().flatten().collect()
 }
 
-fn stripe_event(id: &str, customer: &str, price: &str) -> Vec<u8> {
+pub(crate) fn stripe_event(id: &str, customer: &str, price: &str) -> Vec<u8> {
     json!({"id": id, "type": "customer.subscription.updated", "data": {"object": {
         "id": "sub_1", "customer": customer, "status": "active",
         "items": {"data": [{"price": {"id": price}}]}}}})
