@@ -52,7 +52,10 @@ fn a_stripe_plan_change_is_kept_and_its_gateway_limits_follow_through_the_next_a
         ops::make_plan(local, "specs", &state, &providers, &live, &[]).unwrap()
     };
     let before = plan();
-    assert!(acme_changes(&before).is_empty(), "the scripts applied the specs");
+    assert!(
+        acme_changes(&before).is_empty(),
+        "the scripts applied the specs"
+    );
     assert!(before.kept.is_empty());
 
     // Stripe moves acme to enterprise.
@@ -68,12 +71,19 @@ fn a_stripe_plan_change_is_kept_and_its_gateway_limits_follow_through_the_next_a
             .header("content-type", "application/json")
             .body(body.clone()),
     );
-    assert_eq!((status, resp["effect"].clone()), (200, json!("plan_changed")), "{resp}");
+    assert_eq!(
+        (status, resp["effect"].clone()),
+        (200, json!("plan_changed")),
+        "{resp}"
+    );
 
     // The next plan keeps it, and shows what follows from it.
     let after = plan();
     assert!(
-        !after.changes.iter().any(|c| c.address == "postgres.tenant.acme"),
+        !after
+            .changes
+            .iter()
+            .any(|c| c.address == "postgres.tenant.acme"),
         "the billed plan is reverted: {:?}",
         after.changes.iter().map(|c| &c.address).collect::<Vec<_>>()
     );
@@ -81,11 +91,17 @@ fn a_stripe_plan_change_is_kept_and_its_gateway_limits_follow_through_the_next_a
     let k = &after.kept[0];
     assert_eq!(
         (k.address.as_str(), k.attr.as_str(), &k.specs, &k.live),
-        ("postgres.tenant.acme", "plan", &json!("pro"), &json!("enterprise"))
+        (
+            "postgres.tenant.acme",
+            "plan",
+            &json!("pro"),
+            &json!("enterprise")
+        )
     );
     let text = kombiform_plan::render::text(&after, false);
     assert!(
-        text.contains("postgres.tenant.acme plan: \"enterprise\"") && text.contains("billing (Stripe)"),
+        text.contains("postgres.tenant.acme plan: \"enterprise\"")
+            && text.contains("billing (Stripe)"),
         "{text}"
     );
     let enterprise = model.plan("enterprise").unwrap();
@@ -101,7 +117,12 @@ fn a_stripe_plan_change_is_kept_and_its_gateway_limits_follow_through_the_next_a
         .unwrap_or_else(|| panic!("no rate-limit change: {quota:?}"));
     assert_eq!(
         minute.after,
-        Some(enterprise.rate_limits.minute.map_or(Value::Null, Value::from))
+        Some(
+            enterprise
+                .rate_limits
+                .minute
+                .map_or(Value::Null, Value::from)
+        )
     );
     assert!(
         !quota.attrs.iter().any(|a| a.name == "max_users"),
