@@ -364,7 +364,11 @@ fn deleting_a_dedicated_tenants_instance_needs_consent() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("azure.containerapp.kfy-prod-t-globex"));
     let out = cloud.run(APPLY, true).unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("azure.containerapp.kfy-prod-t-globex"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("azure.containerapp.kfy-prod-t-globex"),
+        "{}",
+        text(&out)
+    );
     let mut consent = plan.to_vec();
     consent.extend(["--allow-destroy", "azure.containerapp.kfy-prod-t-globex"]);
     let out = cloud.run(&consent, true).unwrap();

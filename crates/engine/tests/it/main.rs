@@ -5,6 +5,7 @@
 // `#[test]` functions; this extends it to the helpers beside them).
 #![allow(clippy::unwrap_used)]
 
+mod pbbackup;
 mod pbprov;
 mod pgprov;
 mod pgroles;
