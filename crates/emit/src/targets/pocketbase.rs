@@ -191,7 +191,16 @@ mod tests {
         let model = example_model();
         let env = model.env("local").unwrap();
         let desired = desired(env);
-        assert_eq!(desired.len(), crate::pocketbase::collections(env).len());
+        assert_eq!(desired.len(), crate::pocketbase::collections(env).len() + 1);
+        let backups = desired.last().unwrap();
+        assert_eq!(backups.address, BACKUPS);
+        assert_eq!(
+            (&backups.attrs["cron"], &backups.attrs["cronMaxKeep"]),
+            (
+                &Value::from(env.platform.backup.pocketbase_cron.clone()),
+                &Value::from(env.platform.backup.pocketbase_keep)
+            )
+        );
         let nodes = desired
             .iter()
             .find(|r| r.address == "pocketbase.collection.t_stark_lab_nodes")
