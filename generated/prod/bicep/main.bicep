@@ -10,6 +10,8 @@
 // kfy-prod-kv (`kombiform apply` generates the first 2 and asks for the others):
 //   admin-database-url (provided by a person)
 //   kong-upstream-client-key (provided by a person)
+//   pg-kombify-health-password (provided by a person)
+//   pg-kombify-sso-password (provided by a person)
 //   pocketbase-superuser-password (provided by a person)
 //   postgres-admin-password (generated)
 //   redis-access-key (provided by a person)
@@ -190,6 +192,46 @@ resource containerEnv 'Microsoft.App/managedEnvironments@2025-07-01' = {
   }
 }
 
+resource files 'Microsoft.Storage/storageAccounts/fileServices@2026-09-01' = {
+  parent: storage
+  name: 'default'
+  properties: {
+    shareDeleteRetentionPolicy: {
+      enabled: true
+      days: 90
+    }
+  }
+}
+
+// PocketBase's data (pb_data: SQLite, uploaded files, and its backups in pb_data/backups), on
+// the platform's geo-redundant storage account.
+resource pocketbaseShare 'Microsoft.Storage/storageAccounts/fileServices/shares@2026-09-01' = {
+  parent: files
+  name: 'pocketbase'
+  properties: {
+    shareQuota: 100
+    enabledProtocols: 'SMB'
+  }
+}
+
+// The Container Apps environment's mount of PocketBase's share (its account key is read at
+// deployment, never written down).
+resource pocketbaseStorage 'Microsoft.App/managedEnvironments/storages@2025-07-01' = {
+  parent: containerEnv
+  name: 'pocketbase'
+  dependsOn: [
+    pocketbaseShare
+  ]
+  properties: {
+    azureFile: {
+      accountName: 'kfyprodst'
+      accountKey: storage.listKeys().keys[0].value
+      shareName: 'pocketbase'
+      accessMode: 'ReadWrite'
+    }
+  }
+}
+
 // PostgreSQL flexible server: the platform database. The administrator password is write-only:
 // kombiform generates it into Key Vault on the first deployment.
 resource postgres 'Microsoft.DBforPostgreSQL/flexibleServers@2025-08-01' = {
@@ -229,12 +271,26 @@ resource allowAzure 'Microsoft.DBforPostgreSQL/flexibleServers/firewallRules@202
   }
 }
 
+// The addresses kombiform plan and apply connect from outside Azure (postgres.allowedCidrs),
+// one write at a time: the server answers ServerIsBusy to concurrent writes.
+resource allowClient0 'Microsoft.DBforPostgreSQL/flexibleServers/firewallRules@2025-08-01' = {
+  parent: postgres
+  name: 'kombiform-allow-203-0-113-0-28'
+  dependsOn: [
+    allowAzure
+  ]
+  properties: {
+    startIpAddress: '203.0.113.0'
+    endIpAddress: '203.0.113.15'
+  }
+}
+
 // Databases, one write at a time: the server answers ServerIsBusy to concurrent writes.
 resource databaseKombifyAdmin 'Microsoft.DBforPostgreSQL/flexibleServers/databases@2025-08-01' = {
   parent: postgres
   name: 'kombify_admin'
   dependsOn: [
-    allowAzure
+    allowClient0
   ]
   properties: {
     charset: 'UTF8'
@@ -590,11 +646,13 @@ resource appKombisim 'Microsoft.App/containerApps@2025-07-01' = {
   }
 }
 
-// Service `kombistack`, reached through Kong.
+// Service `kombistack`, reached through Kong. Hosts PocketBase: one replica on its persistent
+// volume.
 resource appKombistack 'Microsoft.App/containerApps@2025-07-01' = {
   name: 'kfy-prod-kombistack'
   dependsOn: [
     appSso
+    pocketbaseStorage
     readSecrets
   ]
   location: location
@@ -658,12 +716,23 @@ resource appKombistack 'Microsoft.App/containerApps@2025-07-01' = {
               failureThreshold: 3
             }
           ]
+          volumeMounts: [
+            { volumeName: 'pocketbase', mountPath: '/pb_data' }
+          ]
         }
       ]
       scale: {
-        minReplicas: 2
-        maxReplicas: 10
+        minReplicas: 1
+        maxReplicas: 1
       }
+      volumes: [
+        {
+          name: 'pocketbase'
+          storageType: 'AzureFile'
+          storageName: 'pocketbase'
+          mountOptions: 'nobrl,mfsymlinks,cache=none'
+        }
+      ]
     }
   }
 }
