@@ -3,6 +3,8 @@
 //! engine's next plan keeps the billed plan (shown in `plan.kept`, no change reverting it)
 //! and shows the follow-on gateway change (acme's rate limits, which Kong enforces, become
 //! enterprise's); applying it leaves the plan clean and the billed plan in place.
+//! Then the Admin flag sync rewrites a flag through the same service: the next plan keeps its
+//! values and overrides.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -144,4 +146,38 @@ fn a_stripe_plan_change_is_kept_and_its_gateway_limits_follow_through_the_next_a
         row.get::<_, Option<i64>>(1),
         enterprise.rate_limits.minute.map(i64::from)
     );
+
+    // The Admin flag sync takes a flag over: its values and overrides are kept too.
+    let payload = json!({"flags": [{"name": "new-dashboard", "default": true,
+        "description": "synced by the Admin", "rolloutPercent": 80, "tenants": {"globex": true}}]});
+    let (status, _, resp) = env.send(
+        env.http
+            .post(format!("{}/api/internal/feature-flags/apply", env.url))
+            .bearer_auth(INTERNAL_TOKEN)
+            .json(&payload),
+    );
+    assert_eq!(status, 200, "{resp}");
+    let synced = plan();
+    let reverts: Vec<&String> = synced
+        .changes
+        .iter()
+        .map(|c| &c.address)
+        .filter(|a| a.contains("new-dashboard"))
+        .collect();
+    assert!(
+        reverts.is_empty(),
+        "the synced flag is reverted: {reverts:?}"
+    );
+    let kept: Vec<(&str, &str)> = synced
+        .kept
+        .iter()
+        .map(|k| (k.address.as_str(), k.attr.as_str()))
+        .collect();
+    for want in [
+        ("postgres.flag.new-dashboard", "rollout_percent"),
+        ("postgres.flag.new-dashboard", "default_enabled"),
+        ("postgres.flag_tenant.new-dashboard:globex", "enabled"),
+    ] {
+        assert!(kept.contains(&want), "{want:?} not kept: {kept:?}");
+    }
 }
