@@ -81,6 +81,14 @@ if ! command -v azurite-blob >/dev/null 2>&1; then
 fi
 say "azurite: $(command -v azurite-blob) ($(azurite-blob --version 2>/dev/null | head -n1))"
 
+# --- unzip (the PocketBase restore test extracts a backup the documented way) ---------------
+if ! command -v unzip >/dev/null 2>&1; then
+    say "unzip missing: apt-get install unzip"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq unzip
+fi
+say "unzip: $(command -v unzip)"
+
 # --- The OS user PostgreSQL runs as (it refuses to run as root) ----------------------------
 if ! id -u postgres >/dev/null 2>&1; then
     say "creating OS user postgres"

@@ -99,7 +99,7 @@ else
     k="cargo run --release --"
 fi
 echo
-echo "Now:  export POCKETBASE_SUPERUSER_PASSWORD=$pb_password PGPASSWORD="
+echo "Now:  export POCKETBASE_SUPERUSER_PASSWORD=$pb_password PGPASSWORD= PG_KOMBIFY_SSO_PASSWORD=local-sso PG_KOMBIFY_HEALTH_PASSWORD=local-health"
 echo "      $k plan --env local     # exit 2 means changes to apply, not an error"
 echo "      $k apply --env local    # shows the plan again and asks for yes"
 if [ "$k" != kombiform ]; then

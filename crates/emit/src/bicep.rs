@@ -501,6 +501,10 @@ fn value(out: &mut String, ctx: &Ctx<'_>, v: &Value, depth: usize) {
             let sym = ctx.symbol(&of.address).unwrap_or("unknownResource");
             let _ = write!(out, "{sym}.listKeys().primarySharedKey");
         }
+        Value::StorageKey(of) => {
+            let sym = ctx.symbol(&of.address).unwrap_or("unknownResource");
+            let _ = write!(out, "{sym}.listKeys().keys[0].value");
+        }
         Value::Secret(s) => out.push_str(&param_ident(s)),
         Value::Row(field) => {
             let _ = write!(out, "{}.{field}", ctx.row.unwrap_or("t"));

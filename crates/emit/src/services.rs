@@ -58,7 +58,7 @@ pub fn sso(env: Env<'_>) -> Option<SsoConfig> {
             users_collection: users_collection(env),
             sso_mappings_collection: sso_mappings_collection(env),
         },
-        postgres: postgres(p),
+        postgres: postgres(p, SSO_SERVICE),
         webhooks: WebhooksConfig {
             stripe_secret: p.webhooks.stripe_secret.clone(),
             zitadel_secret: p.webhooks.zitadel_secret.clone(),
@@ -108,7 +108,7 @@ pub fn health(p: &Platform) -> Option<HealthConfig> {
         ),
         Check {
             name: "postgres".to_string(),
-            probe: Probe::Postgres(postgres(p)),
+            probe: Probe::Postgres(postgres(p, HEALTH_SERVICE)),
         },
         http(
             "kong",
@@ -146,15 +146,18 @@ fn kong_host(p: &Platform) -> String {
     }
 }
 
-fn postgres(p: &Platform) -> PostgresConfig {
+/// The platform database as `service` reaches it: as its own least-privilege role
+/// ([`naming::postgres_role`]), never as the administrator.
+fn postgres(p: &Platform, service: &str) -> PostgresConfig {
     let pg = &p.postgres;
+    let role = naming::postgres_role(service);
     PostgresConfig {
         host: pg.host.clone(),
         port: pg.port,
         database: pg.platform_database.clone(),
         schema: super::sql::SCHEMA.to_string(),
-        user: pg.admin_user.clone(),
-        password: pg.admin_password.clone(),
+        password: kombiform_model::secret::postgres_role_password(&pg.admin_password, &role),
+        user: role,
         tls: p.postgres_tls(),
     }
 }
@@ -286,7 +289,12 @@ mod tests {
 
         let local: SsoConfig = parse(&files, "local/services/sso.json");
         assert_eq!(local.listen.address, "127.0.0.1");
-        assert_eq!(local.postgres.password, SecretRef::Env("PGPASSWORD".into()));
+        // Its own role, never the administrator.
+        assert_eq!(local.postgres.user, "kombify_sso");
+        assert_eq!(
+            local.postgres.password,
+            SecretRef::Env("PG_KOMBIFY_SSO_PASSWORD".into())
+        );
         assert_eq!(local.postgres.tls, kombiform_model::PostgresTls::disabled());
         assert_eq!(local.zitadel.audiences, ["100000000000000001"]);
     }
@@ -310,9 +318,10 @@ mod tests {
         match &cfg.checks[2].probe {
             Probe::Postgres(pg) => {
                 assert_eq!(pg.host, "kfy-prod-pg.postgres.database.azure.com");
+                assert_eq!(pg.user, "kombify_health");
                 assert_eq!(
                     pg.password,
-                    SecretRef::KeyVault("postgres-admin-password".into())
+                    SecretRef::KeyVault("pg-kombify-health-password".into())
                 );
             }
             Probe::Http(_) => panic!("postgres is not http"),

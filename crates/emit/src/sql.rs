@@ -1,6 +1,7 @@
-//! The PostgreSQL emitter: the platform database's schema (`<env>/sql/001_schema.sql`) and
-//! the rows the specs define (`<env>/sql/002_data.sql`): plans, tenants with their effective
-//! quotas, feature flags and their overrides.
+//! The PostgreSQL emitter: the platform database's schema (`<env>/sql/001_schema.sql`), the
+//! rows the specs define (`<env>/sql/002_data.sql`): plans, tenants with their effective
+//! quotas, feature flags and their overrides, and the services' login roles
+//! (`<env>/sql/003_roles.sql`, [`roles`]).
 //!
 //! Both scripts are idempotent and each runs in one transaction under one advisory lock
 //! ([`LOCK_KEY`]). The data script only inserts and updates (`INSERT ... ON CONFLICT ... DO
@@ -16,6 +17,7 @@ use std::fmt::Write as _;
 use crate::Files;
 use kombiform_model::{Env, InstanceMode, Isolation};
 
+pub mod roles;
 pub mod schema;
 
 /// The PostgreSQL schema holding every platform table.
@@ -36,6 +38,10 @@ pub const LOCK_KEY: i64 = 0x006b_6f6d_6269_6679;
 pub fn emit(env: Env<'_>, files: &mut Files) {
     files.insert(format!("{}/sql/001_schema.sql", env.name()), schema_sql());
     files.insert(format!("{}/sql/002_data.sql", env.name()), data_sql(env));
+    files.insert(
+        format!("{}/sql/003_roles.sql", env.name()),
+        roles::script(env.platform),
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -468,6 +474,40 @@ pub struct DataTable {
     pub key: usize,
     /// Whether the table has an `updated_at` column to set when a row changes.
     pub touch: bool,
+    /// Columns the running platform takes over from the specs, if any.
+    pub runtime: Option<RuntimeOwned>,
+}
+
+/// Columns of a row that the running platform owns once it has written them: the specs seed
+/// them when the row is created; after that neither the data script nor `apply` writes them.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RuntimeOwned {
+    /// The timestamp column the platform sets when it takes the row over (NULL: the specs
+    /// still own the columns).
+    pub marker: &'static str,
+    /// The columns it then owns (a subset of [`DataTable::cols`], never the key).
+    pub cols: &'static [&'static str],
+    /// Who, for people (`billing (Stripe)`).
+    pub owner: &'static str,
+}
+
+impl DataTable {
+    /// Whether the running platform may own column `col` of this table.
+    pub fn runtime_col(&self, col: &str) -> bool {
+        self.runtime.as_ref().is_some_and(|r| r.cols.contains(&col))
+    }
+}
+
+/// What `SET` writes into column `c` on conflict: the new value, except for a runtime-owned
+/// column of a row the platform took over, which keeps its value.
+pub fn set_expr(table: &DataTable, c: &str) -> String {
+    match &table.runtime {
+        Some(r) if r.cols.contains(&c) => format!(
+            "CASE WHEN cur.{m} IS NULL THEN EXCLUDED.{c} ELSE cur.{c} END",
+            m = r.marker
+        ),
+        _ => format!("EXCLUDED.{c}"),
+    }
 }
 
 /// `kombify.plans`.
@@ -495,6 +535,7 @@ pub const PLANS: DataTable = DataTable {
     ],
     key: 1,
     touch: true,
+    runtime: None,
 };
 
 /// `kombify.tenants`.
@@ -512,6 +553,11 @@ pub const TENANTS: DataTable = DataTable {
     ],
     key: 1,
     touch: true,
+    runtime: Some(RuntimeOwned {
+        marker: "plan_billed_at",
+        cols: &["plan"],
+        owner: "billing (Stripe)",
+    }),
 };
 
 /// `kombify.quotas`: the limits only; the usage counters belong to the services.
@@ -530,6 +576,7 @@ pub const QUOTAS: DataTable = DataTable {
     ],
     key: 1,
     touch: true,
+    runtime: None,
 };
 
 /// `kombify.flags`.
@@ -538,6 +585,11 @@ pub const FLAGS: DataTable = DataTable {
     cols: &["name", "description", "default_enabled", "rollout_percent"],
     key: 1,
     touch: true,
+    runtime: Some(RuntimeOwned {
+        marker: "synced_at",
+        cols: &["description", "default_enabled", "rollout_percent"],
+        owner: "the Admin flag sync",
+    }),
 };
 
 /// `kombify.flag_plan_overrides`.
@@ -546,6 +598,7 @@ pub const FLAG_PLAN_OVERRIDES: DataTable = DataTable {
     cols: &["flag", "plan", "enabled"],
     key: 2,
     touch: false,
+    runtime: None,
 };
 
 /// `kombify.flag_tenant_overrides`.
@@ -554,6 +607,7 @@ pub const FLAG_TENANT_OVERRIDES: DataTable = DataTable {
     cols: &["flag", "tenant", "enabled"],
     key: 2,
     touch: false,
+    runtime: None,
 };
 
 /// Every table the data script writes, in the order it writes them (parents first).
@@ -812,7 +866,7 @@ fn upsert(out: &mut String, rows: &TableRows) {
     }
     out.push_str("UPDATE SET\n");
     for c in rest {
-        let _ = writeln!(out, "  {c} = EXCLUDED.{c},");
+        let _ = writeln!(out, "  {c} = {},", set_expr(table, c));
     }
     if table.touch {
         out.push_str("  updated_at = now()\n");
@@ -822,7 +876,7 @@ fn upsert(out: &mut String, rows: &TableRows) {
         out.push('\n');
     }
     let current: Vec<String> = rest.iter().map(|c| format!("cur.{c}")).collect();
-    let excluded: Vec<String> = rest.iter().map(|c| format!("EXCLUDED.{c}")).collect();
+    let excluded: Vec<String> = rest.iter().map(|c| set_expr(table, c)).collect();
     let _ = writeln!(
         out,
         "WHERE ({}) IS DISTINCT FROM ({});",

@@ -783,6 +783,7 @@ mod tests {
             consented: Default::default(),
             adopt: vec![],
             forget: vec![],
+            kept: vec![],
         }
     }
 

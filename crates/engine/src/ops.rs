@@ -165,6 +165,14 @@ pub fn make_plan(
     live: &Live,
     allow_destroy: &[String],
 ) -> Result<Plan> {
+    // Fields the running platform owns are planned from their live values (billing's plan,
+    // the Admin's flags), so nothing reverts them and what derives from them follows.
+    let effective = kombiform_emit::targets::runtime::effective(env, &live.resources);
+    let env = effective
+        .model
+        .as_ref()
+        .and_then(|m| m.env(env.name()))
+        .unwrap_or(env);
     let desired = desired(env, providers);
     let mut managed = state.managed();
     managed.extend(
@@ -220,6 +228,7 @@ pub fn make_plan(
         consented,
         adopt: reconciled.adopt,
         forget: reconciled.forget,
+        kept: effective.kept,
     })
 }
 

@@ -249,6 +249,15 @@ pub fn postgres_firewall_rule(cidr: &str) -> String {
     format!("kombiform-allow-{}", cidr.replace(['.', '/'], "-"))
 }
 
+/// PocketBase's Azure Files share and the Container Apps environment storage that mounts it.
+pub const POCKETBASE_SHARE: &str = "pocketbase";
+
+/// The PostgreSQL login role of a platform service (`sso` → `kombify_sso`): the only role
+/// the service logs in as, with only the grants it needs (`kombiform_emit::sql::roles`).
+pub fn postgres_role(service: &str) -> String {
+    format!("kombify_{}", service.replace('-', "_"))
+}
+
 /// The Azure Cache for Redis.
 pub fn redis(p: &Platform) -> String {
     format!("{}-redis", base(p))

@@ -89,6 +89,19 @@ pub fn variable(reference: &SecretRef) -> String {
     }
 }
 
+/// The password of a service's PostgreSQL role ([`crate::naming::postgres_role`]), referenced
+/// like the administrator password: `{keyVault: pg-kombify-sso-password}` when that one is in
+/// Key Vault (read as `KV_PG_KOMBIFY_SSO_PASSWORD`), else `{env: PG_KOMBIFY_SSO_PASSWORD}`.
+/// The same variable either way, so apply (which sets the role's password) and the service
+/// (which logs in with it) read one value.
+pub fn postgres_role_password(admin: &SecretRef, role: &str) -> SecretRef {
+    let dashed = format!("pg-{}-password", role.replace('_', "-"));
+    match admin {
+        SecretRef::KeyVault(_) => SecretRef::KeyVault(dashed),
+        SecretRef::Env(_) => SecretRef::Env(dashed.to_ascii_uppercase().replace('-', "_")),
+    }
+}
+
 /// Resolves a reference with `lookup` (the process environment, in the binaries). A variable
 /// that is set is the value, even when empty; an unset one is an error naming it.
 pub fn resolve(
@@ -143,6 +156,15 @@ mod tests {
             variable(&SecretRef::KeyVault("sso-internal-token".into())),
             "KV_SSO_INTERNAL_TOKEN"
         );
+    }
+
+    #[test]
+    fn role_passwords_read_one_variable_on_azure_and_locally() {
+        let kv = postgres_role_password(&SecretRef::KeyVault("pg-admin".into()), "kombify_sso");
+        let env = postgres_role_password(&SecretRef::Env("PGPASSWORD".into()), "kombify_sso");
+        assert_eq!(kv, SecretRef::KeyVault("pg-kombify-sso-password".into()));
+        assert_eq!(variable(&kv), "KV_PG_KOMBIFY_SSO_PASSWORD");
+        assert_eq!(variable(&env), "PG_KOMBIFY_SSO_PASSWORD");
     }
 
     #[test]

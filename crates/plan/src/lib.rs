@@ -191,6 +191,26 @@ pub struct Plan {
     /// more (a delete an interrupted apply made): apply drops them from the state.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forget: Vec<String>,
+    /// Fields the running platform owns (a tenant's plan set by billing, flags synced by the
+    /// Admin) whose live value differs from what the specs say: shown, kept, never reverted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<Kept>,
+}
+
+/// A field owned by the running platform whose live value differs from the specs' (which
+/// only seeded it when the resource was created): the plan shows it and keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Kept {
+    /// The resource's address.
+    pub address: String,
+    /// The attribute.
+    pub attr: String,
+    /// What the specs say (the value it was seeded with, or would be).
+    pub specs: Value,
+    /// What the running platform set: what stays.
+    pub live: Value,
+    /// Who owns it now (`billing (Stripe)`, `Admin flag sync`).
+    pub owner: String,
 }
 
 impl Plan {
@@ -859,6 +879,7 @@ mod tests {
             vetoed,
             adopt: vec![],
             forget: vec![],
+            kept: vec![],
         }
     }
 

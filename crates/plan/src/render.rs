@@ -247,9 +247,11 @@ pub fn text_with(plan: &Plan, opts: TextOptions) -> String {
             p.green("No changes."),
             plan.unchanged
         );
+        kept_text(&mut out, plan, p);
         return out;
     }
     out.push('\n');
+    kept_text(&mut out, plan, p);
     state_changes(&mut out, plan, p);
     for c in &plan.changes {
         change_text(&mut out, plan, c, p, opts.verbose);
@@ -448,6 +450,35 @@ fn tenant_list(names: &[&str]) -> String {
     }
 }
 
+/// The fields the running platform owns whose value differs from the specs': information,
+/// kept as they are.
+fn kept_text(out: &mut String, plan: &Plan, p: Paint) {
+    if plan.kept.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "  {}",
+        p.dim("owned by the running platform, kept as they are (the specs only seed them):")
+    );
+    for k in &plan.kept {
+        let _ = writeln!(
+            out,
+            "  {} {} {}: {}  {}",
+            p.dim("="),
+            k.address,
+            k.attr,
+            show(Some(&k.live), Width::Short),
+            p.dim(&format!(
+                "(set by {}; specs: {})",
+                k.owner,
+                show(Some(&k.specs), Width::Short)
+            ))
+        );
+    }
+    out.push('\n');
+}
+
 /// The state-only part of a plan: what apply records or drops without changing anything live.
 fn state_changes(out: &mut String, plan: &Plan, p: Paint) {
     if !plan.has_state_changes() {
@@ -554,6 +585,21 @@ fn header(plan: &Plan) -> String {
 
 fn markdown_with(plan: &Plan, detail_lines: usize) -> String {
     let mut out = header(plan);
+    if !plan.kept.is_empty() {
+        out.push_str("Owned by the running platform, kept as they are:\n\n");
+        for k in &plan.kept {
+            let _ = writeln!(
+                out,
+                "- `{}` {}: `{}` (set by {}; specs: `{}`)",
+                k.address,
+                k.attr,
+                show(Some(&k.live), Width::Short),
+                k.owner,
+                show(Some(&k.specs), Width::Short)
+            );
+        }
+        out.push('\n');
+    }
     if plan.changes.is_empty() {
         out.push_str(if plan.has_state_changes() {
             "No live changes: apply only records the state.\n"
@@ -686,6 +732,7 @@ mod tests {
             consented: BTreeMap::new(),
             adopt: vec![],
             forget: vec![],
+            kept: vec![],
         }
     }
 

@@ -43,6 +43,26 @@ impl PocketBase {
     /// Fails loudly, with the fixing command, when the binary is missing, and with the server log
     /// when it does not come up within 30 s.
     pub fn start() -> Result<PocketBase> {
+        PocketBase::start_with(|_| Ok(()))
+    }
+
+    /// A PocketBase restored from `backup`, a zip PocketBase made (`POST /api/backups`, or its
+    /// cron): the documented offline restore — extract the zip into an empty `pb_data`, then
+    /// start PocketBase on it. Fails loudly, naming the install command, without `unzip`.
+    pub fn start_restored(backup: &Path) -> Result<PocketBase> {
+        PocketBase::start_with(|pb_data| {
+            std::fs::create_dir_all(pb_data)
+                .with_context(|| format!("creating {}", pb_data.display()))?;
+            let mut unzip = Command::new("unzip");
+            unzip.arg("-q").arg(backup).arg("-d").arg(pb_data);
+            process::run_checked(&mut unzip)
+                .context("extracting the backup (needs unzip: apt-get install unzip)")
+                .map(|_| ())
+        })
+    }
+
+    /// Like [`PocketBase::start`], with `prepare` filling the empty data dir first.
+    fn start_with(prepare: impl FnOnce(&Path) -> Result<()>) -> Result<PocketBase> {
         let exe = executable()?;
         let dir = tempfile::Builder::new()
             .prefix("kombiform-pb-")
@@ -57,6 +77,8 @@ impl PocketBase {
             server: None,
             dir,
         };
+
+        prepare(&pb.data_dir())?;
 
         // This build resolves pb_data/pb_migrations against the cwd, so every command runs in
         // the temp dir and names the data dir explicitly too.
@@ -158,7 +180,8 @@ impl PocketBase {
         cmd
     }
 
-    fn data_dir(&self) -> PathBuf {
+    /// The data dir PocketBase serves (`pb_data`; its backups are in `pb_data/backups`).
+    pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("pb_data")
     }
 

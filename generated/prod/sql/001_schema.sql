@@ -54,6 +54,8 @@ CREATE TABLE IF NOT EXISTS kombify.plans (
 -- Tenants. The SSO service finds a tenant by its Zitadel organization (unique), Stripe
 -- webhooks by its customer id (unique). Both uniques are checked at commit, so one apply may
 -- move an id from one tenant to another.
+-- plan_billed_at: when billing (a Stripe webhook) last set the plan. From then on billing owns
+-- the plan: the specs only seeded it, and kombiform never reverts it.
 CREATE TABLE IF NOT EXISTS kombify.tenants (
     slug               text PRIMARY KEY CHECK (slug ~ '^[a-z][a-z0-9-]{1,19}$'),
     display_name       text NOT NULL CHECK (length(display_name) BETWEEN 1 AND 200),
@@ -63,6 +65,7 @@ CREATE TABLE IF NOT EXISTS kombify.tenants (
     status             text NOT NULL CHECK (status IN ('active', 'suspended')),
     stripe_customer_id text CHECK (stripe_customer_id <> ''),
     allow_destroy      boolean NOT NULL DEFAULT false,
+    plan_billed_at     timestamptz,
     created_at         timestamptz NOT NULL DEFAULT now(),
     updated_at         timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT tenants_zitadel_org_id_key UNIQUE (zitadel_org_id) DEFERRABLE INITIALLY DEFERRED,
@@ -100,11 +103,14 @@ CREATE TABLE IF NOT EXISTS kombify.quotas (
 
 -- Feature flags. A tenant's value: its tenant override, else its plan's override, else true for
 -- rollout_percent percent of tenants (chosen stably by hash), else default_enabled.
+-- synced_at: when the Admin flag sync last wrote the flag. From then on the sync owns its
+-- description, values and overrides: the specs only seeded them, and kombiform never reverts them.
 CREATE TABLE IF NOT EXISTS kombify.flags (
     name            text PRIMARY KEY CHECK (name ~ '^[a-z][a-z0-9-]{0,59}$'),
     description     text NOT NULL,
     default_enabled boolean NOT NULL,
     rollout_percent smallint CHECK (rollout_percent BETWEEN 0 AND 100),
+    synced_at       timestamptz,
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
 

@@ -628,6 +628,7 @@ fn plan_of(
         vetoed,
         adopt: vec![],
         forget: vec![],
+        kept: vec![],
     })
 }
 

@@ -102,6 +102,8 @@ impl Lab {
             .current_dir(self.dir.path())
             .env("POCKETBASE_SUPERUSER_PASSWORD", SUPERUSER_PASSWORD)
             .env("PGPASSWORD", "")
+            .env("PG_KOMBIFY_SSO_PASSWORD", "sso-role-password")
+            .env("PG_KOMBIFY_HEALTH_PASSWORD", "health-role-password")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
         c

@@ -44,8 +44,9 @@ pub fn inventory(env: Env<'_>) -> Option<Inventory> {
     let identity = b.identity();
     let vault = b.vault();
     let reader = b.role_assignment(&vault, &identity);
-    b.storage();
+    let account = b.storage();
     let cae = b.container_env(&logs);
+    let pb_storage = b.pocketbase_volume(&account, &cae);
     b.secrets(&vault);
     let pg = b.postgres();
     let redis = b.redis();
@@ -55,7 +56,7 @@ pub fn inventory(env: Env<'_>) -> Option<Inventory> {
         vault,
         reader,
     };
-    let apps = b.apps(&shared, &pg, &redis);
+    let apps = b.apps(&shared, &pg, &redis, pb_storage.as_ref());
     if let Some(fd) = &p.front_door {
         b.front_door(fd, &apps);
     }
@@ -306,7 +307,7 @@ impl Builder<'_> {
         self.add(r)
     }
 
-    fn storage(&mut self) {
+    fn storage(&mut self) -> Target {
         let days = Value::Int(self.p.backup.blob_retention_days.clamp(1, 365).into());
         let body = self.tracked(vec![
             ("kind", Value::s("StorageV2")),
@@ -403,6 +404,69 @@ impl Builder<'_> {
         );
         lifecycle.address = address(&lifecycle.type_, &account_name(&account));
         self.add(lifecycle);
+        account
+    }
+
+    /// PocketBase's persistent volume, when a service hosts PocketBase
+    /// ([`pocketbase_service`]): an Azure Files share in the platform's storage account (share
+    /// soft delete for the blob retention days; the account is geo-redundant) and the Container
+    /// Apps environment's storage pointing at it. The share holds `pb_data`, PocketBase's
+    /// backups (`pb_data/backups`) included. Returns the environment storage.
+    fn pocketbase_volume(&mut self, account: &Target, cae: &Target) -> Option<Target> {
+        pocketbase_service(self.p)?;
+        let days = Value::Int(self.p.backup.blob_retention_days.clamp(1, 365).into());
+        let mut files = self.child(
+            account,
+            "Microsoft.Storage/storageAccounts/fileServices",
+            "default",
+            "files",
+            Value::obj([(
+                "properties",
+                Value::obj([(
+                    "shareDeleteRetentionPolicy",
+                    Value::obj([("enabled", Value::Bool(true)), ("days", days)]),
+                )]),
+            )]),
+        );
+        files.address = address(&files.type_, &account_name(account));
+        let files = self.add(files);
+        let mut share = self.child(
+            &files,
+            "Microsoft.Storage/storageAccounts/fileServices/shares",
+            naming::POCKETBASE_SHARE,
+            "pocketbaseShare",
+            Value::obj([(
+                "properties",
+                Value::obj([
+                    ("shareQuota", Value::Int(POCKETBASE_SHARE_GIB)),
+                    ("enabledProtocols", Value::s("SMB")),
+                ]),
+            )]),
+        );
+        share.data_bearing = true;
+        share.comment = Some("PocketBase's data (pb_data: SQLite, uploaded files, and its backups in pb_data/backups), on the platform's geo-redundant storage account.".into());
+        let share = self.add(share);
+        let mut storage = self.child(
+            cae,
+            "Microsoft.App/managedEnvironments/storages",
+            naming::POCKETBASE_SHARE,
+            "pocketbaseStorage",
+            Value::obj([(
+                "properties",
+                Value::obj([(
+                    "azureFile",
+                    Value::obj([
+                        ("accountName", Value::s(account_name(account))),
+                        ("accountKey", Value::StorageKey(account.clone())),
+                        ("shareName", Value::s(naming::POCKETBASE_SHARE)),
+                        ("accessMode", Value::s("ReadWrite")),
+                    ]),
+                )]),
+            )]),
+        );
+        storage.depends_on.push(share.address.clone());
+        storage.comment = Some("The Container Apps environment's mount of PocketBase's share (its account key is read at deployment, never written down).".into());
+        Some(self.add(storage))
     }
 
     fn container_env(&mut self, logs: &Target) -> Target {
@@ -651,7 +715,14 @@ impl Builder<'_> {
     }
 
     /// Kong, then every enabled service: (service name, app).
-    fn apps(&mut self, s: &Shared, pg: &Target, redis: &Target) -> Vec<(String, Target)> {
+    fn apps(
+        &mut self,
+        s: &Shared,
+        pg: &Target,
+        redis: &Target,
+        pb_storage: Option<&Target>,
+    ) -> Vec<(String, Target)> {
+        let pocketbase = pocketbase_service(self.p).map(|x| x.name.clone());
         let mut out = Vec::new();
         let kong = kong_app(self.p);
         let mut r = self.app(s, &kong);
@@ -659,8 +730,20 @@ impl Builder<'_> {
             .extend([redis.address.clone(), pg.address.clone()]);
         out.push(("kong".to_string(), self.add(r)));
         for svc in self.p.services.iter().filter(|x| x.enabled) {
-            let spec = service_app(self.p, svc);
+            let mut spec = service_app(self.p, svc);
+            let hosts_pocketbase = pocketbase.as_deref() == Some(svc.name.as_str());
+            if hosts_pocketbase {
+                // SQLite has one writer: exactly one replica, never scaled out.
+                spec.scale.min = 1;
+                spec.scale.max = 1;
+                spec.comment
+                    .push_str(" Hosts PocketBase: one replica on its persistent volume.");
+            }
             let mut r = self.app(s, &spec);
+            if let (true, Some(storage)) = (hosts_pocketbase, pb_storage) {
+                mount_pocketbase(&mut r.body);
+                r.depends_on.push(storage.address.clone());
+            }
             for d in &svc.depends_on {
                 if let Some((_, t)) = out.iter().find(|(n, _)| n == d) {
                     r.depends_on.push(t.address.clone());
@@ -1406,6 +1489,68 @@ fn kong_app(p: &Platform) -> AppSpec {
     a
 }
 
+/// Size of PocketBase's file share, in GiB.
+const POCKETBASE_SHARE_GIB: i64 = 100;
+
+/// Where PocketBase's data directory is mounted in its container (`--dir /pb_data`).
+const POCKETBASE_DATA_DIR: &str = "/pb_data";
+
+/// The enabled service that hosts PocketBase: the one whose `host` is the host of
+/// `pocketbase.url` (on Azure, the app PocketBase runs in).
+fn pocketbase_service(p: &Platform) -> Option<&Service> {
+    let url = p.pocketbase.url.as_str();
+    let host = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .split(['/', ':'])
+        .next()?;
+    p.services
+        .iter()
+        .filter(|s| s.enabled)
+        .find(|s| s.host.as_deref() == Some(host))
+}
+
+/// Adds PocketBase's volume to a Container App body: the environment storage as volume
+/// `pocketbase`, mounted at [`POCKETBASE_DATA_DIR`]. `nobrl`: SMB byte-range locks are not
+/// what SQLite expects, and with one writer they are not needed.
+fn mount_pocketbase(body: &mut Value) {
+    let volume = Value::obj([
+        ("name", Value::s(naming::POCKETBASE_SHARE)),
+        ("storageType", Value::s("AzureFile")),
+        ("storageName", Value::s(naming::POCKETBASE_SHARE)),
+        ("mountOptions", Value::s("nobrl,mfsymlinks,cache=none")),
+    ]);
+    let mount = Value::obj([
+        ("volumeName", Value::s(naming::POCKETBASE_SHARE)),
+        ("mountPath", Value::s(POCKETBASE_DATA_DIR)),
+    ]);
+    let Some(template) = object_at(body, &["properties", "template"]) else {
+        return;
+    };
+    if let Some((_, Value::Array(containers))) =
+        template.iter_mut().find(|(k, _)| k == "containers")
+    {
+        if let Some(Value::Object(main)) = containers.first_mut() {
+            main.push(("volumeMounts".into(), Value::Array(vec![mount])));
+        }
+    }
+    template.push(("volumes".into(), Value::Array(vec![volume])));
+}
+
+/// The pairs of the object at `path` inside `v`.
+fn object_at<'a>(v: &'a mut Value, path: &[&str]) -> Option<&'a mut Vec<(String, Value)>> {
+    let Value::Object(pairs) = v else {
+        return None;
+    };
+    match path.split_first() {
+        None => Some(pairs),
+        Some((first, rest)) => {
+            let (_, inner) = pairs.iter_mut().find(|(k, _)| k == first)?;
+            object_at(inner, rest)
+        }
+    }
+}
+
 fn service_app(p: &Platform, s: &Service) -> AppSpec {
     let mut a = AppSpec {
         name: naming::container_app(p, &s.name),
@@ -1528,7 +1673,16 @@ fn vault_secrets(p: &Platform) -> BTreeSet<String> {
             }
         }
     }
+    // The services' PostgreSQL role passwords: provided, because apply sets each role's
+    // password from the same value the service reads (kombiform never reads Key Vault back).
+    let roles: Vec<SecretRef> = crate::sql::roles::of_platform(p)
+        .iter()
+        .map(|(name, _)| {
+            kombiform_model::secret::postgres_role_password(&p.postgres.admin_password, name)
+        })
+        .collect();
     refs.into_iter()
+        .chain(&roles)
         .filter_map(|r| match r {
             SecretRef::KeyVault(n) => Some(n.clone()),
             SecretRef::Env(_) => None,
@@ -1562,6 +1716,42 @@ mod tests {
         assert_ne!(g, stable_guid(&["ab", ""]));
         assert_eq!(g.len(), 36);
         assert_eq!(&g[14..15], "5");
+    }
+
+    #[test]
+    fn pocketbase_has_one_writer_on_the_platforms_share() {
+        let m = example_model();
+        let inv = inventory(m.env("prod").unwrap()).unwrap();
+        let all = inv.all();
+        let find = |t: &str| all.iter().find(|r| r.type_ == t);
+        let share = find("Microsoft.Storage/storageAccounts/fileServices/shares").unwrap();
+        assert!(share.data_bearing);
+        assert!(share
+            .id
+            .contains(&naming::storage_account(m.env("prod").unwrap().platform)));
+        let storage = find("Microsoft.App/managedEnvironments/storages").unwrap();
+        assert!(
+            storage.depends_on.contains(&share.address),
+            "{:?} {}",
+            storage.depends_on,
+            share.address
+        );
+        let app = all
+            .iter()
+            .find(|r| r.name == "kfy-prod-kombistack")
+            .unwrap();
+        let body = serde_json::to_string(&app.body).unwrap();
+        assert!(body.contains("\"maxReplicas\",{\"int\":1}"), "{body}");
+        assert!(
+            body.contains("\"mountPath\",{\"str\":\"/pb_data\"}"),
+            "{body}"
+        );
+        assert!(app.depends_on.contains(&storage.address));
+        // Only the app that hosts PocketBase.
+        let sim = all.iter().find(|r| r.name == "kfy-prod-kombisim").unwrap();
+        assert!(!serde_json::to_string(&sim.body)
+            .unwrap()
+            .contains("volumeMounts"));
     }
 
     #[test]

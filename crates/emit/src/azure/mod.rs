@@ -49,6 +49,8 @@ pub enum Value {
     },
     /// The primary shared key of a Log Analytics workspace (`listKeys()`): write-only.
     SharedKey(Target),
+    /// The first access key of a storage account (`listKeys().keys[0].value`): write-only.
+    StorageKey(Target),
     /// A secret's value: write-only, never in a file, a plan or state.
     Secret(SecretSource),
     /// A field of the current row of a resource family (a loop in Bicep).
@@ -94,7 +96,10 @@ impl Value {
 
     /// Whether ARM never returns this value (a secret or a key).
     pub fn write_only(&self) -> bool {
-        matches!(self, Value::Secret(_) | Value::SharedKey(_))
+        matches!(
+            self,
+            Value::Secret(_) | Value::SharedKey(_) | Value::StorageKey(_)
+        )
     }
 
     /// Every resource this value refers to.
@@ -104,7 +109,10 @@ impl Value {
                 items.iter().for_each(|v| v.refs(out));
             }
             Value::Object(pairs) => pairs.iter().for_each(|(_, v)| v.refs(out)),
-            Value::Id(t) | Value::SharedKey(t) | Value::Prop { of: t, .. } => out.push(t),
+            Value::Id(t)
+            | Value::SharedKey(t)
+            | Value::StorageKey(t)
+            | Value::Prop { of: t, .. } => out.push(t),
             _ => {}
         }
     }
@@ -399,6 +407,18 @@ pub const SHORT: &[(&str, &str)] = &[
     (
         "Microsoft.Storage/storageAccounts/managementPolicies",
         "storage-policy",
+    ),
+    (
+        "Microsoft.Storage/storageAccounts/fileServices",
+        "storage-files",
+    ),
+    (
+        "Microsoft.Storage/storageAccounts/fileServices/shares",
+        "storage-share",
+    ),
+    (
+        "Microsoft.App/managedEnvironments/storages",
+        "containerenv-storage",
     ),
     ("Microsoft.App/managedEnvironments", "containerenv"),
     ("Microsoft.App/containerApps", "containerapp"),

@@ -523,7 +523,9 @@ pub const TABLES: &[TableDef] = &[
         name: "tenants",
         comment: "-- Tenants. The SSO service finds a tenant by its Zitadel organization (unique), Stripe\n\
                   -- webhooks by its customer id (unique). Both uniques are checked at commit, so one apply may\n\
-                  -- move an id from one tenant to another.\n",
+                  -- move an id from one tenant to another.\n\
+                  -- plan_billed_at: when billing (a Stripe webhook) last set the plan. From then on billing owns\n\
+                  -- the plan: the specs only seeded it, and kombiform never reverts it.\n",
         columns: &[
             col("slug", "text").pk().check("slug ~ '^[a-z][a-z0-9-]{1,19}$'"),
             col("display_name", "text")
@@ -543,6 +545,7 @@ pub const TABLES: &[TableDef] = &[
                 .check("status IN ('active', 'suspended')"),
             col("stripe_customer_id", "text").check("stripe_customer_id <> ''"),
             col("allow_destroy", "boolean").not_null().default("false"),
+            col("plan_billed_at", "timestamptz"),
             col("created_at", "timestamptz").not_null().default("now()"),
             col("updated_at", "timestamptz").not_null().default("now()"),
         ],
@@ -617,12 +620,15 @@ pub const TABLES: &[TableDef] = &[
     TableDef {
         name: "flags",
         comment: "-- Feature flags. A tenant's value: its tenant override, else its plan's override, else true for\n\
-                  -- rollout_percent percent of tenants (chosen stably by hash), else default_enabled.\n",
+                  -- rollout_percent percent of tenants (chosen stably by hash), else default_enabled.\n\
+                  -- synced_at: when the Admin flag sync last wrote the flag. From then on the sync owns its\n\
+                  -- description, values and overrides: the specs only seeded them, and kombiform never reverts them.\n",
         columns: &[
             col("name", "text").pk().check("name ~ '^[a-z][a-z0-9-]{0,59}$'"),
             col("description", "text").not_null(),
             col("default_enabled", "boolean").not_null(),
             col("rollout_percent", "smallint").check("rollout_percent BETWEEN 0 AND 100"),
+            col("synced_at", "timestamptz"),
             col("updated_at", "timestamptz").not_null().default("now()"),
         ],
         constraints: &[],

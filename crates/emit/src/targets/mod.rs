@@ -16,6 +16,7 @@ pub mod azure;
 pub mod kong;
 pub mod pocketbase;
 pub mod postgres;
+pub mod runtime;
 
 use kombiform_model::Env;
 use kombiform_plan::graph::Graph;

@@ -49,12 +49,13 @@ impl Target for PocketBase {
 }
 
 /// What the specs want of PocketBase: one resource per collection of the emitted snapshot,
-/// in the snapshot's order. `meta.import` holds the collection exactly as it is imported.
+/// in the snapshot's order (`meta.import` holds the collection exactly as it is imported),
+/// then the backup settings ([`BACKUPS`]).
 pub fn desired(env: Env<'_>) -> Vec<Resource> {
     let bodies = crate::pocketbase::collections(env);
     let templates = tenant_templates(env);
     let names = names_by_id(&bodies);
-    bodies
+    let mut out: Vec<Resource> = bodies
         .into_iter()
         .map(|body| {
             let name = body.get("name").and_then(Value::as_str).unwrap_or_default();
@@ -63,7 +64,27 @@ pub fn desired(env: Env<'_>) -> Vec<Resource> {
             r.meta.insert("import".into(), body);
             r
         })
-        .collect()
+        .collect();
+    let b = &env.platform.backup;
+    out.push(backups_resource(
+        &b.pocketbase_cron,
+        b.pocketbase_keep.into(),
+    ));
+    out
+}
+
+/// PocketBase's own backup schedule (its settings `backups.cron` and `backups.cronMaxKeep`):
+/// from the platform spec's `backup.pocketbaseCron` and `backup.pocketbaseKeep`. PocketBase
+/// writes each backup as a zip of `pb_data` into `pb_data/backups` and keeps the newest
+/// `cronMaxKeep`; on Azure that directory is on the platform's file share.
+pub const BACKUPS: &str = "pocketbase.settings.backups";
+
+/// The backup settings as a resource (as written and as read back).
+pub fn backups_resource(cron: &str, keep: u64) -> Resource {
+    let mut attrs = serde_json::Map::new();
+    attrs.insert("cron".into(), Value::String(cron.to_string()));
+    attrs.insert("cronMaxKeep".into(), Value::from(keep));
+    Resource::new(BACKUPS, attrs)
 }
 
 /// A live collection as a resource, normalised like [`desired`] so that an applied
@@ -170,7 +191,16 @@ mod tests {
         let model = example_model();
         let env = model.env("local").unwrap();
         let desired = desired(env);
-        assert_eq!(desired.len(), crate::pocketbase::collections(env).len());
+        assert_eq!(desired.len(), crate::pocketbase::collections(env).len() + 1);
+        let backups = desired.last().unwrap();
+        assert_eq!(backups.address, BACKUPS);
+        assert_eq!(
+            (&backups.attrs["cron"], &backups.attrs["cronMaxKeep"]),
+            (
+                &Value::from(env.platform.backup.pocketbase_cron.clone()),
+                &Value::from(env.platform.backup.pocketbase_keep)
+            )
+        );
         let nodes = desired
             .iter()
             .find(|r| r.address == "pocketbase.collection.t_stark_lab_nodes")

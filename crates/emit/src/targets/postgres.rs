@@ -9,6 +9,8 @@
 //!   `postgres.flag_plan.<flag>:<plan>`, `postgres.flag_tenant.<flag>:<slug>`). Row attributes
 //!   are the owned columns, valued exactly as they read back, so a fresh read after an apply
 //!   shows no change. On Azure, the tables need the platform database's Azure resource.
+//!   `postgres.role.kombify_sso`, `postgres.role.kombify_health`: each platform service's
+//!   login role and its privileges ([`sql::roles`]).
 //! - [`Target::classify`] marks dropped tables and columns destructive; a lossy column type
 //!   change is refused whatever the consent ([`lossy_type_changes`]).
 //!
@@ -26,6 +28,10 @@ use kombiform_plan::{Action, Change, Resource};
 
 /// The address prefix.
 pub const NAME: &str = "postgres";
+
+/// The `meta` key the engine's reader sets on a row the running platform took over (its
+/// [`sql::RuntimeOwned::marker`] is set): see [`super::runtime`].
+pub const RUNTIME_META: &str = "runtime";
 
 /// The PostgreSQL target.
 #[derive(Debug)]
@@ -90,7 +96,38 @@ pub fn desired(env: Env<'_>) -> Vec<Resource> {
             out.push(row_resource(t.table, values));
         }
     }
+    for (name, role) in sql::roles::of_platform(env.platform) {
+        let mut r = role_resource(&name, &role.privileges());
+        // Its grants name schema `kombify` (made with the first table) and its tables.
+        let first = schema::TABLES.first().map(|t| t.name);
+        r.depends_on = first
+            .into_iter()
+            .chain(role.tables())
+            .map(table_address)
+            .collect();
+        r.depends_on.sort();
+        r.depends_on.dedup();
+        out.push(r);
+    }
     out
+}
+
+/// `postgres.role.<name>`.
+pub fn role_address(name: &str) -> String {
+    format!("{NAME}.role.{name}")
+}
+
+/// A service's login role: it logs in, and holds exactly `privileges` (sorted, as
+/// [`sql::roles::RoleDef::privileges`] writes them). Its password is a secret: never an
+/// attribute, set by apply from the role's secret.
+pub fn role_resource(name: &str, privileges: &[String]) -> Resource {
+    let mut attrs = Map::new();
+    attrs.insert("login".into(), Value::Bool(true));
+    attrs.insert(
+        "privileges".into(),
+        Value::Array(privileges.iter().cloned().map(Value::String).collect()),
+    );
+    Resource::new(role_address(name), attrs)
 }
 
 /// `postgres.table.<name>`.

@@ -528,6 +528,17 @@ impl Azure {
                         .with_context(|| format!("{} does not exist yet", of.address))?;
                     self.remember(&got);
                 }
+                Value::StorageKey(of) => {
+                    let keys = self
+                        .arm
+                        .post_and_wait(&format!("{}/listKeys", of.id), &of.api_version, None)
+                        .await
+                        .map_err(classify)
+                        .with_context(|| format!("reading the access keys of {}", of.address))?;
+                    if let Some(k) = keys.as_ref().and_then(|k| k.pointer("/keys/0/value")) {
+                        answers.insert(of.id.to_ascii_lowercase(), k.clone());
+                    }
+                }
                 Value::SharedKey(of) => {
                     let keys = self
                         .arm
@@ -558,6 +569,11 @@ impl Azure {
                     .cloned()
                     .map(Some)
                     .with_context(|| format!("{} answered no shared key", of.address)),
+                Value::StorageKey(of) => answers
+                    .get(&of.id.to_ascii_lowercase())
+                    .cloned()
+                    .map(Some)
+                    .with_context(|| format!("{} answered no access key", of.address)),
                 Value::Secret(s) => self
                     .secret_value(s, exists, id)
                     .map(|s| s.map(|s| Json::String(s.expose().to_string()))),
@@ -688,6 +704,7 @@ fn data_bearing_type(t: &str) -> bool {
             | "Microsoft.KeyVault/vaults"
             | "Microsoft.Storage/storageAccounts"
             | "Microsoft.Storage/storageAccounts/blobServices/containers"
+            | "Microsoft.Storage/storageAccounts/fileServices/shares"
             | "Microsoft.Resources/resourceGroups"
     )
 }
@@ -736,7 +753,7 @@ fn collect_async<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
             items.iter().for_each(|i| collect_async(i, out))
         }
         Value::Object(pairs) => pairs.iter().for_each(|(_, v)| collect_async(v, out)),
-        Value::Prop { .. } | Value::SharedKey(_) => out.push(v),
+        Value::Prop { .. } | Value::SharedKey(_) | Value::StorageKey(_) => out.push(v),
         _ => {}
     }
 }

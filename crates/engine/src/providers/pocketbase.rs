@@ -3,6 +3,9 @@
 //! `PUT /api/collections/import` with `deleteMissing: false`, deleted explicitly with
 //! `DELETE /api/collections/{id}`.
 //!
+//! The backup schedule (`pocketbase.settings.backups`) is read from `GET /api/settings` and
+//! set with `PATCH /api/settings`.
+//!
 //! Not a records client: records are never read or written. Not the judge of consent: a
 //! delete or a field removal reaches [`Client::apply`] only after the engine's guard. What
 //! the specs want, and how collections are normalised, is the pure target's
@@ -27,7 +30,7 @@ use kombiform_emit::targets::pocketbase::{
     self as target, normalise, removed_fields, DEFAULT_USERS,
 };
 use kombiform_model::{secret, Env};
-use kombiform_plan::{Action, Change};
+use kombiform_plan::{Action, Change, Resource};
 
 /// Collections per page: the most PocketBase returns (it clamps `perPage` to 1000).
 pub const PER_PAGE: usize = 1000;
@@ -351,7 +354,39 @@ impl PocketBase {
         Ok(())
     }
 
+    /// The backup settings (`GET /api/settings`), as the target's resource.
+    fn read_backups(&self) -> Result<Resource> {
+        let reply = self.call("GET", "/api/settings", None)?;
+        let settings: Value =
+            serde_json::from_str(&reply.text).context("PocketBase's settings are not JSON")?;
+        let cron = settings
+            .pointer("/backups/cron")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let keep = settings
+            .pointer("/backups/cronMaxKeep")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        Ok(target::backups_resource(cron, keep))
+    }
+
+    /// Sets the backup schedule (`PATCH /api/settings`); the settings are never deleted.
+    fn apply_backups(&self, change: &Change) -> Result<()> {
+        let Some(want) = change.desired.as_ref() else {
+            return Ok(());
+        };
+        let body = json!({"backups": {
+            "cron": want.attrs.get("cron").cloned().unwrap_or(Value::Null),
+            "cronMaxKeep": want.attrs.get("cronMaxKeep").cloned().unwrap_or(Value::Null),
+        }});
+        self.call("PATCH", "/api/settings", Some(&body))?;
+        Ok(())
+    }
+
     fn apply_one(&self, change: &Change) -> Result<()> {
+        if change.address == target::BACKUPS {
+            return self.apply_backups(change);
+        }
         let live_id = change
             .live
             .as_ref()
@@ -404,10 +439,13 @@ impl Client for PocketBase {
                 self.manage_users || c.get("name").and_then(Value::as_str) != Some(DEFAULT_USERS)
             })
             .map(|c| target::live_resource(c, &names, &self.templates))
+            .chain(std::iter::once(self.read_backups().with_context(|| {
+                format!("reading the backup settings of PocketBase {}", self.base)
+            })?))
             .collect();
         Ok(LiveRead {
             resources,
-            requests: pages + self.unreported.swap(0, Ordering::Relaxed),
+            requests: pages + 1 + self.unreported.swap(0, Ordering::Relaxed),
         })
     }
 

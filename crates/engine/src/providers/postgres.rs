@@ -19,6 +19,7 @@
 mod apply;
 mod read;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -26,11 +27,17 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::ops::resolve_secret;
-use crate::providers::{AuditRecord, Client, LiveRead, Registration, Transient};
+
+/// A secret that cannot be empty (a role's password), from the process environment.
+fn resolve_secret_non_empty(r: &SecretRef) -> Result<Secret, kombiform_model::secret::SecretError> {
+    kombiform_model::secret::resolve_non_empty(r, crate::ops::env_lookup)
+}
+use crate::providers::{AuditRecord, Client, LiveRead, MissingInput, Registration, Transient};
 
 use kombiform_emit::targets::postgres::{self as target, NAME};
-use kombiform_model::{Env, PostgresTls};
-use kombiform_plan::Change;
+use kombiform_model::secret::Secret;
+use kombiform_model::{Env, PostgresTls, SecretRef};
+use kombiform_plan::{Action, Change};
 use kombiform_sys::tls::postgres as pg_tls;
 
 /// The PostgreSQL provider.
@@ -72,7 +79,15 @@ fn connect_env(env: Env<'_>) -> Result<Box<dyn Client>> {
             p.postgres.host, p.postgres.port
         )
     })?;
-    Ok(Box::new(client))
+    let secrets = kombiform_emit::sql::roles::of_platform(p)
+        .into_iter()
+        .map(|(name, _)| {
+            let r =
+                kombiform_model::secret::postgres_role_password(&p.postgres.admin_password, &name);
+            (name, r)
+        })
+        .collect();
+    Ok(Box::new(client.with_role_secrets(secrets)))
 }
 
 /// Whether PostgreSQL refused the password (a wrong one, or none where one is needed).
@@ -135,6 +150,9 @@ impl ConnectParams {
 /// A connection to the platform database.
 pub struct Postgres {
     params: ConnectParams,
+    /// Each service role's password secret, by role name; `None`: set no passwords (a
+    /// server with trust authentication, in tests).
+    role_secrets: Option<BTreeMap<String, SecretRef>>,
     client: Mutex<postgres::Client>,
     /// A batch whose COMMIT answer was lost: its transaction id and addresses.
     in_doubt: Mutex<Option<(i64, Vec<String>)>>,
@@ -156,9 +174,30 @@ impl Postgres {
         let client = open(&params)?;
         Ok(Postgres {
             params,
+            role_secrets: None,
             client: Mutex::new(client),
             in_doubt: Mutex::new(None),
         })
+    }
+
+    /// Sets each service role's password from its secret (the one rule:
+    /// [`kombiform_model::secret`]) when apply creates or updates the role.
+    pub fn with_role_secrets(mut self, secrets: BTreeMap<String, SecretRef>) -> Postgres {
+        self.role_secrets = Some(secrets);
+        self
+    }
+
+    /// The password of role `name`, resolved now; an error names the variable to set.
+    fn role_password(&self, name: &str) -> Result<Option<Secret>> {
+        let Some(secrets) = &self.role_secrets else {
+            return Ok(None);
+        };
+        let r = secrets
+            .get(name)
+            .with_context(|| format!("no password secret for role {name}"))?;
+        resolve_secret_non_empty(r)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("the password of PostgreSQL role {name}: {e}"))
     }
 
     /// The transaction id of an earlier attempt of the batch `addresses` whose COMMIT answer
@@ -252,7 +291,7 @@ impl Client for Postgres {
                 }
             }
         }
-        let result = apply::apply(&mut client, changes);
+        let result = apply::apply(&mut client, changes, &|name| self.role_password(name));
         if let Some(doubt) = result
             .as_ref()
             .err()
@@ -270,6 +309,27 @@ impl Client for Postgres {
             }));
         }
         result
+    }
+
+    fn missing_inputs(&self, changes: &[Change]) -> Vec<MissingInput> {
+        changes
+            .iter()
+            .filter(|c| c.action != Action::Delete)
+            .filter_map(|c| {
+                let name = c.address.strip_prefix(&format!("{NAME}.role."))?;
+                let r = self.role_secrets.as_ref()?.get(name)?;
+                resolve_secret_non_empty(r).is_err().then(|| {
+                    let variable = kombiform_model::secret::variable(r);
+                    MissingInput {
+                        address: c.address.clone(),
+                        what: format!("the password of PostgreSQL role {name} ({})", r.describe()),
+                        command: format!(
+                            "set {variable} (the service logs in with the same value)"
+                        ),
+                    }
+                })
+            })
+            .collect()
     }
 
     fn record_audit(&self, record: &AuditRecord) -> Result<()> {

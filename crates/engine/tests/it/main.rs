@@ -8,7 +8,9 @@
 
 mod blob;
 mod kongprov;
+mod pbbackup;
 mod pbprov;
 mod pgprov;
+mod pgroles;
 mod pgtls;
 mod state;

@@ -24,9 +24,14 @@ fn example_model() -> Result<Model> {
     Ok(kombiform_test_support::example_model())
 }
 
+/// The collections the specs want (the backup schedule, always live, has its own test:
+/// `pbbackup`).
 fn desired(model: &Model) -> Result<Vec<Resource>> {
     let env = model.env("local").context("no local environment")?;
-    Ok(target::desired(env))
+    Ok(target::desired(env)
+        .into_iter()
+        .filter(|r| r.address != target::BACKUPS)
+        .collect())
 }
 
 fn connect(pb: &PocketBase, model: &Model) -> Result<Provider> {
@@ -125,8 +130,13 @@ fn create_record(pb: &PocketBase, collection: &str, record: &Value) -> Result<St
     Ok(body["id"].as_str().context("record without id")?.to_owned())
 }
 
+/// The collections' addresses (the backup schedule is not one).
 fn addresses(resources: &[Resource]) -> BTreeSet<String> {
-    resources.iter().map(|r| r.address.clone()).collect()
+    resources
+        .iter()
+        .filter(|r| r.address != target::BACKUPS)
+        .map(|r| r.address.clone())
+        .collect()
 }
 
 fn summary(changes: &[Change]) -> Vec<(String, Action)> {
@@ -146,11 +156,14 @@ fn creates_in_plan_order_then_a_fresh_read_shows_no_change() -> Result<()> {
     let first = provider.read()?;
     // PocketBase's own collections (system ones and the default `users`) are not ours.
     assert!(
-        first.resources.is_empty(),
+        addresses(&first.resources).is_empty(),
         "{:?}",
         addresses(&first.resources)
     );
-    assert_eq!(first.requests, 2, "one page plus the authentication");
+    assert_eq!(
+        first.requests, 3,
+        "one page, the backup settings, the authentication"
+    );
 
     let (changes, unchanged, destructive) =
         plan(&provider, &want, &first.resources, &BTreeSet::new());
@@ -173,7 +186,7 @@ fn creates_in_plan_order_then_a_fresh_read_shows_no_change() -> Result<()> {
     apply_all(&provider, &changes)?;
 
     let again = provider.read()?;
-    assert_eq!(again.requests, 1);
+    assert_eq!(again.requests, 2);
     assert_eq!(addresses(&again.resources), addresses(&want));
     let (changes, unchanged, _) = plan(&provider, &want, &again.resources, &addresses(&want));
     assert!(
@@ -462,8 +475,16 @@ fn reading_many_tenants_takes_pages_not_collections() -> Result<()> {
         pages >= 2,
         "{total} collections fit one page: no paging tested"
     );
-    assert_eq!(live.resources.len(), want.len());
-    assert_eq!(live.requests, pages + 1, "pages plus the authentication");
+    assert_eq!(
+        live.resources.len(),
+        want.len() + 1,
+        "and the backup schedule"
+    );
+    assert_eq!(
+        live.requests,
+        pages + 2,
+        "pages, the backup settings, the authentication"
+    );
     let (changes, unchanged, _) = plan(&provider, &want, &live.resources, &addresses(&want));
     assert!(changes.is_empty(), "{:?}", summary(&changes));
     assert_eq!(unchanged, want.len());

@@ -135,8 +135,8 @@ fn desired_state_round_trips_through_a_real_database() -> Result<()> {
     assert_eq!(unchanged, want.len());
     assert_eq!(
         requests,
-        3 + 6,
-        "three catalog queries and one SELECT per table"
+        3 + 6 + 1,
+        "three catalog queries, one SELECT per table, one for the services' roles"
     );
 
     // The database the provider built equals the one the generated scripts build.
@@ -152,11 +152,14 @@ fn desired_state_round_trips_through_a_real_database() -> Result<()> {
 fn the_generated_scripts_and_the_provider_agree() -> Result<()> {
     let m = model()?;
     let server = Server::start()?;
-    let p = provider(&server, "scripts")?;
-    let mut db = server.connect("scripts")?;
-    db.batch_execute(&sql::schema_sql())?;
     let e = env(&m, "prod")?;
+    // The roles script grants CONNECT on the platform database by its name.
+    let name = e.platform.postgres.platform_database.clone();
+    let p = provider(&server, &name)?;
+    let mut db = server.connect(&name)?;
+    db.batch_execute(&sql::schema_sql())?;
     db.batch_execute(&sql::data_sql(e))?;
+    db.batch_execute(&sql::roles::script(e.platform))?;
     let (managed, applied) = no_state();
     let (changes, unchanged, _, _) = plan(&p, &desired(e), &managed, &applied)?;
     let summaries: Vec<String> = changes.iter().map(summary).collect();
@@ -603,7 +606,7 @@ fn ten_thousand_tenants_read_in_a_fixed_number_of_queries() -> Result<()> {
     let (changes, unchanged, _, requests) = plan(&p, &want, &managed, &applied)?;
     assert!(changes.is_empty());
     assert_eq!(unchanged, want.len());
-    assert_eq!(requests, 9);
+    assert_eq!(requests, 10);
     assert!(want.len() > 20_000);
     Ok(())
 }
@@ -658,6 +661,7 @@ fn lost_and_refused_connections_are_retried_with_the_apply_budget() -> Result<()
         consented: Default::default(),
         adopt: vec![],
         forget: vec![],
+        kept: vec![],
     };
     let client: Arc<dyn kombiform_engine::providers::Client> = Arc::new(p);
     let providers: BTreeMap<String, Arc<dyn kombiform_engine::providers::Client>> =

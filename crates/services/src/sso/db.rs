@@ -215,9 +215,11 @@ impl Db {
         for f in &payload.flags {
             let rollout = f.rollout_percent.map(i16::from);
             tx.execute(
-                "INSERT INTO flags (name, description, default_enabled, rollout_percent) VALUES ($1, $2, $3, $4) \
+                // The sync owns the flag from now on: `synced_at` tells kombiform to keep it.
+                "INSERT INTO flags (name, description, default_enabled, rollout_percent, synced_at) VALUES ($1, $2, $3, $4, now()) \
                  ON CONFLICT (name) DO UPDATE SET description = EXCLUDED.description, \
-                   default_enabled = EXCLUDED.default_enabled, rollout_percent = EXCLUDED.rollout_percent, updated_at = now()",
+                   default_enabled = EXCLUDED.default_enabled, rollout_percent = EXCLUDED.rollout_percent, \
+                   synced_at = now(), updated_at = now()",
                 &[&f.name, &f.description, &f.default, &rollout],
             ).await.map_err(sql)?;
             tx.execute(
@@ -404,7 +406,9 @@ pub async fn record_event(
 }
 
 /// Moves the tenant with Stripe customer `customer` to the plan with Stripe price `price`,
-/// setting its quota limits to the plan's (usage counters kept). Returns (tenant, old plan,
+/// setting its quota limits to the plan's (usage counters kept) and marking the plan as
+/// billing's (`plan_billed_at`). The gateway's rate limits (`quotas.rate_limit_*`, what Kong
+/// enforces) follow through the next `kombiform apply`, which plans them from this plan. Returns (tenant, old plan,
 /// new plan), or `None` when the customer or the price is unknown.
 pub async fn change_plan(
     tx: &impl GenericClient,
@@ -431,7 +435,8 @@ pub async fn change_plan(
     };
     let (slug, old, new): (String, String, String) = (t.get(0), t.get(1), p.get(0));
     tx.execute(
-        "UPDATE tenants SET plan = $2, updated_at = now() WHERE slug = $1 AND plan <> $2",
+        // Billing owns the plan from now on: `plan_billed_at` tells kombiform to keep it.
+        "UPDATE tenants SET plan = $2, plan_billed_at = now(), updated_at = now() WHERE slug = $1",
         &[&slug, &new],
     )
     .await?;

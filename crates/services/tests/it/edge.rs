@@ -188,7 +188,7 @@ fn kombify_health_answers_every_malformed_request_in_the_error_format() -> Resul
         env!("CARGO_BIN_EXE_kombify-health"),
         &cfg,
         &TIMEOUT_ARGS,
-        &[("PGPASSWORD", "x".to_string())],
+        &[("PG_KOMBIFY_HEALTH_PASSWORD", "x".to_string())],
         "kombify-health listening",
         "listen",
     )?;

@@ -211,9 +211,12 @@ fn platform(cfg: &HealthConfig) -> Result<(Postgres, PocketBase)> {
         })
         .context("no postgres check in health.json")?;
     pg.create_database(&database)?;
-    pg.connect(&database)?
-        .batch_execute(&kombiform_emit::sql::schema_sql())
+    let mut db = pg.connect(&database)?;
+    db.batch_execute(&kombiform_emit::sql::schema_sql())
         .context("applying the platform schema")?;
+    // The health service's own role (CONNECT only): the checks log in as it.
+    db.batch_execute(&crate::sso_env::generated("local/sql/003_roles.sql")?)
+        .context("creating the services' roles")?;
     let pb = PocketBase::start()?;
     Ok((pg, pb))
 }
@@ -534,7 +537,7 @@ fn the_binary_says_alive_while_every_dependency_is_down_and_logs_no_secret() -> 
         .arg("--config")
         .arg(&path)
         .args(["--listen", "127.0.0.1:0"])
-        .env("PGPASSWORD", PASSWORD)
+        .env("PG_KOMBIFY_HEALTH_PASSWORD", PASSWORD)
         .env("RUST_LOG", "debug")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -621,6 +624,8 @@ fn postgres_only(pg: &Postgres, host: &str, tls: PostgresTls) -> Result<HealthCo
             p.host = host.to_string();
             p.port = pg.port();
             p.database = "postgres".to_string();
+            // These servers have no service roles: the TLS checks log in as the superuser.
+            p.user = pg.user().to_string();
             p.tls = tls.clone();
         }
     }

@@ -590,7 +590,7 @@ async fn futures_join_all<F: std::future::Future>(
     out.into_iter().flatten().collect()
 }
 
-fn stripe_event(id: &str, customer: &str, price: &str) -> Vec<u8> {
+pub(crate) fn stripe_event(id: &str, customer: &str, price: &str) -> Vec<u8> {
     json!({"id": id, "type": "customer.subscription.updated", "data": {"object": {
         "id": "sub_1", "customer": customer, "status": "active",
         "items": {"data": [{"price": {"id": price}}]}}}})
@@ -879,7 +879,7 @@ fn the_binary_starts_from_the_generated_config_and_names_missing_secrets() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("PGPASSWORD"), "{stderr}");
+    assert!(stderr.contains("PG_KOMBIFY_SSO_PASSWORD"), "{stderr}");
 
     // Dependencies that cannot answer: a listener that never accepts holds PostgreSQL's and
     // PocketBase's connections until the check times out, whatever runs on this machine.
@@ -897,7 +897,7 @@ fn the_binary_starts_from_the_generated_config_and_names_missing_secrets() {
         .arg("127.0.0.1:0")
         .env_clear()
         .envs([
-            ("PGPASSWORD", "x"),
+            ("PG_KOMBIFY_SSO_PASSWORD", "x"),
             ("POCKETBASE_SUPERUSER_PASSWORD", "x"),
             ("SSO_INTERNAL_TOKEN", "x"),
             ("STRIPE_WEBHOOK_SECRET", "x"),

@@ -212,7 +212,9 @@ impl SsoEnv {
         let pg = Postgres::start()?;
         pg.create_database(DB)?;
         let mut db = pg.connect(DB)?;
-        for f in ["001_schema.sql", "002_data.sql"] {
+        // The schema, the data, and the services' roles: the service logs in as its own
+        // least-privilege role (`kombify_sso`), as in production.
+        for f in ["001_schema.sql", "002_data.sql", "003_roles.sql"] {
             let sql = generated(&format!("local/sql/{f}"))?;
             db.batch_execute(&sql)
                 .with_context(|| format!("applying {f}"))?;
@@ -260,12 +262,11 @@ impl SsoEnv {
         config.pocketbase.superuser_email = SUPERUSER_EMAIL.to_string();
         config.postgres.host = pg.host().to_string();
         config.postgres.port = pg.port();
-        config.postgres.user = pg.user().to_string();
         let (platform_private, platform_public_pem) =
             kombiform_test_support::kong_jwt::es256_key_pair()?;
         let env: HashMap<&str, String> = HashMap::from([
             ("SSO_TOKEN_KEY_LOCAL", platform_private),
-            ("PGPASSWORD", "unused-trust-auth".to_string()),
+            ("PG_KOMBIFY_SSO_PASSWORD", "unused-trust-auth".to_string()),
             (
                 "POCKETBASE_SUPERUSER_PASSWORD",
                 SUPERUSER_PASSWORD.to_string(),

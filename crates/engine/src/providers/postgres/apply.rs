@@ -22,8 +22,9 @@ use serde_json::{json, Value};
 use super::read::transient_or;
 use crate::providers::AuditRecord;
 use kombiform_emit::sql::schema::{self, TableDef};
-use kombiform_emit::sql::{self, quote, DataTable, SCHEMA};
+use kombiform_emit::sql::{self, quote, roles, DataTable, SCHEMA};
 use kombiform_emit::targets::postgres::{data_table_of, lossy_type_changes, table_resource, NAME};
+use kombiform_model::secret::Secret;
 use kombiform_plan::{Action, AttrChange, Change};
 
 /// Prepared statements and what the transaction has done so far.
@@ -35,8 +36,16 @@ struct Batch {
     preamble: bool,
 }
 
+/// A role's password, by role name: `Ok(None)` when the server needs none (trust
+/// authentication, tests), an error naming the variable to set when it is missing.
+pub(super) type Passwords<'a> = &'a dyn Fn(&str) -> Result<Option<Secret>>;
+
 /// Applies `changes` in one transaction.
-pub(super) fn apply(client: &mut Client, changes: &[&Change]) -> Result<()> {
+pub(super) fn apply(
+    client: &mut Client,
+    changes: &[&Change],
+    passwords: Passwords<'_>,
+) -> Result<()> {
     for c in changes {
         if c.provider() != NAME {
             bail!("{}: not a {NAME} resource", c.address);
@@ -55,6 +64,11 @@ pub(super) fn apply(client: &mut Client, changes: &[&Change]) -> Result<()> {
         .context("taking the kombify advisory lock")?;
     let mut batch = Batch::default();
     for c in changes {
+        if let Some(role) = c.address.strip_prefix(&format!("{NAME}.role.")) {
+            apply_role(&mut tx, c, role, passwords)
+                .with_context(|| format!("{}: {} failed", c.address, c.action.as_str()))?;
+            continue;
+        }
         apply_one(&mut tx, &mut batch, c)
             .with_context(|| format!("{}: {} failed", c.address, c.action.as_str()))?;
     }
@@ -106,6 +120,59 @@ pub(super) fn committed(client: &mut Client, xid: i64) -> Result<Option<bool>> {
         Some("committed") => Some(true),
         Some("aborted") => Some(false),
         _ => None,
+    })
+}
+
+/// Creates, updates or drops a service's role. Its grants come from the compiled-in
+/// [`roles::ROLES`], never from the plan: everything it may hold is revoked, then granted
+/// again. The password reaches the server only as a SCRAM verifier (a statement log never
+/// holds the password itself).
+fn apply_role(
+    tx: &mut Transaction<'_>,
+    c: &Change,
+    name: &str,
+    passwords: Passwords<'_>,
+) -> Result<()> {
+    let ident = quote::quote_ident(name).with_context(|| format!("role {name:?}"))?;
+    let database: String = tx
+        .query_one("SELECT current_database()::text", &[])
+        .map_err(transient_or)?
+        .get(0);
+    let revoke = roles::revoke_all_sql(name, &database)?;
+    if c.action == Action::Delete {
+        let sql = format!("{revoke}DROP ROLE {ident};");
+        return tx.batch_execute(&sql).map_err(transient_or);
+    }
+    let def = roles::ROLES
+        .iter()
+        .find(|r| kombiform_model::naming::postgres_role(r.service) == name)
+        .with_context(|| format!("{name} is not a role of this kombiform"))?;
+    let password = match passwords(name)? {
+        Some(p) => format!(
+            " PASSWORD {}",
+            quote::quote_literal(&postgres_protocol::password::scram_sha_256(
+                p.expose().as_bytes()
+            ))?
+        ),
+        None => String::new(),
+    };
+    let exists = tx
+        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&name])
+        .map_err(transient_or)?
+        .is_some();
+    let verb = if exists { "ALTER" } else { "CREATE" };
+    let sql = format!(
+        "{verb} ROLE {ident} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT{password};\n\
+         {revoke}{}",
+        def.grant_sql(name, &database)?
+    );
+    // Never in an error: the statement holds the verifier.
+    tx.batch_execute(&sql).map_err(|e| {
+        let code = e.code().map(|c| c.code().to_string()).unwrap_or_default();
+        match e.as_db_error() {
+            Some(db) => anyhow!("{verb} ROLE {name}: {} ({code})", db.message()),
+            None => transient_or(e),
+        }
     })
 }
 
@@ -185,12 +252,17 @@ pub(crate) fn upsert_sql(table: &DataTable) -> Result<String> {
         s.push_str("NOTHING");
         return Ok(s);
     }
-    let mut sets: Vec<String> = rest.iter().map(|c| format!("{c} = EXCLUDED.{c}")).collect();
+    // A runtime-owned column of a row the platform took over keeps its value, even when
+    // the platform set it between plan and apply.
+    let mut sets: Vec<String> = rest
+        .iter()
+        .map(|c| format!("{c} = {}", sql::set_expr(table, c)))
+        .collect();
     if table.touch {
         sets.push("updated_at = now()".to_string());
     }
     let cur: Vec<String> = rest.iter().map(|c| format!("cur.{c}")).collect();
-    let exc: Vec<String> = rest.iter().map(|c| format!("EXCLUDED.{c}")).collect();
+    let exc: Vec<String> = rest.iter().map(|c| sql::set_expr(table, c)).collect();
     s.push_str(&format!(
         "UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})",
         sets.join(", "),

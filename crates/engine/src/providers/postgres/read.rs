@@ -2,6 +2,9 @@
 //! constraints, indexes of schema `kombify`) and one `SELECT` per managed table that exists,
 //! all in one read-only snapshot. Values are normalised like the target's `desired` writes them.
 //!
+//! A row the running platform took over (its [`sql::RuntimeOwned::marker`] is set) carries
+//! `meta.runtime = true`, which the plan uses to keep the runtime-owned columns as they are.
+//!
 //! Not here: rows of tables kombiform does not own (audit log, webhook events, SSO users) and
 //! the usage counters of `kombify.quotas`, which are never selected.
 
@@ -15,7 +18,8 @@ use serde_json::{Map, Number, Value};
 use crate::providers::{LiveRead, Transient};
 use kombiform_emit::sql::{self, quote, schema, SCHEMA};
 use kombiform_emit::targets::postgres::{
-    column_attr, constraint_attr, fk_attr, index_attr, row_resource, table_address, NAME,
+    column_attr, constraint_attr, fk_attr, index_attr, role_resource, row_resource, table_address,
+    NAME, RUNTIME_META,
 };
 use kombiform_plan::Resource;
 
@@ -68,9 +72,11 @@ pub(super) fn read(client: &mut Client) -> Result<LiveRead> {
         entry.1.push(LiveColumn { name, ty });
     }
     if tables.is_empty() {
-        // No schema yet (or an empty one): nothing lives here.
+        // No schema yet (or an empty one): nothing lives here but, perhaps, the roles.
+        let resources = read_roles(&mut tx, &mut requests)?;
+        tx.commit().context("ending the read-only transaction")?;
         return Ok(LiveRead {
-            resources: Vec::new(),
+            resources,
             requests,
         });
     }
@@ -191,11 +197,50 @@ pub(super) fn read(client: &mut Client) -> Result<LiveRead> {
         }
         resources.push(r);
     }
+    resources.extend(read_roles(&mut tx, &mut requests)?);
     tx.commit().context("ending the read-only transaction")?;
     Ok(LiveRead {
         resources,
         requests,
     })
+}
+
+/// The services' roles that exist (any of [`sql::roles::all_names`]), with what they hold on
+/// the platform database, schema [`SCHEMA`] and its tables and sequences: one query.
+fn read_roles(tx: &mut Transaction<'_>, requests: &mut u64) -> Result<Vec<Resource>> {
+    let names = sql::roles::all_names();
+    let rows = query(
+        tx,
+        requests,
+        "SELECT r.rolname::text, r.rolcanlogin, ARRAY( \
+             SELECT a.privilege_type || ' ON DATABASE' \
+               FROM pg_database d, aclexplode(d.datacl) a \
+              WHERE d.datname = current_database() AND a.grantee = r.oid \
+             UNION ALL \
+             SELECT a.privilege_type || ' ON SCHEMA ' || n.nspname \
+               FROM pg_namespace n, aclexplode(n.nspacl) a \
+              WHERE n.nspname = $2 AND a.grantee = r.oid \
+             UNION ALL \
+             SELECT a.privilege_type || CASE WHEN c.relkind = 'S' THEN ' ON SEQUENCE ' \
+                                              ELSE ' ON TABLE ' END || n.nspname || '.' || c.relname \
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) a \
+              WHERE n.nspname = $2 AND c.relkind IN ('r', 'p', 'S') AND a.grantee = r.oid) \
+         FROM pg_roles r WHERE r.rolname = ANY($1) ORDER BY 1",
+        &[&names, &SCHEMA],
+        "reading the services' roles",
+    )?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let name: String = r.try_get(0)?;
+        let login: bool = r.try_get(1)?;
+        let mut privileges: Vec<String> = r.try_get(2)?;
+        privileges.sort();
+        privileges.dedup();
+        let mut res = role_resource(&name, &privileges);
+        res.attrs.insert("login".into(), Value::Bool(login));
+        out.push(res);
+    }
+    Ok(out)
 }
 
 /// A foreign key action as `pg_constraint` encodes it, in words.
@@ -259,6 +304,16 @@ fn read_rows(
     if !has_key {
         return Ok(());
     }
+    // Whether the running platform took the row over (its marker is set): read into `meta`,
+    // never compared.
+    let marker = table
+        .runtime
+        .as_ref()
+        .map(|r| r.marker)
+        .filter(|m| live.iter().any(|c| c.name == *m));
+    if let Some(m) = marker {
+        select.push(format!("{} IS NOT NULL", quote::quote_ident(m)?));
+    }
     let order: Vec<String> = (1..=table.key).map(|i| i.to_string()).collect();
     let sql = format!(
         "SELECT {} FROM {SCHEMA}.{} ORDER BY {}",
@@ -288,7 +343,16 @@ fn read_rows(
         for col in table.cols {
             values.push(by_col.remove(col).unwrap_or(Value::Null));
         }
+        let taken_over = match marker {
+            Some(m) => row
+                .try_get::<_, bool>(kinds.len())
+                .with_context(|| format!("reading {SCHEMA}.{}.{m}", table.name))?,
+            None => false,
+        };
         let mut r = row_resource(table, values);
+        if taken_over {
+            r.meta.insert(RUNTIME_META.into(), Value::Bool(true));
+        }
         for col in table.cols {
             if !kinds.iter().any(|(c, _)| c == col) {
                 r.attrs.remove(*col);

@@ -48,14 +48,14 @@ VALUES
   ('umbrella', 'Umbrella Research', 'enterprise', '284715550000000004', 'dedicated', 'active', 'cus_QUmbrella00004', false)
 ON CONFLICT (slug) DO UPDATE SET
   display_name = EXCLUDED.display_name,
-  plan = EXCLUDED.plan,
+  plan = CASE WHEN cur.plan_billed_at IS NULL THEN EXCLUDED.plan ELSE cur.plan END,
   zitadel_org_id = EXCLUDED.zitadel_org_id,
   instance = EXCLUDED.instance,
   status = EXCLUDED.status,
   stripe_customer_id = EXCLUDED.stripe_customer_id,
   allow_destroy = EXCLUDED.allow_destroy,
   updated_at = now()
-WHERE (cur.display_name, cur.plan, cur.zitadel_org_id, cur.instance, cur.status, cur.stripe_customer_id, cur.allow_destroy) IS DISTINCT FROM (EXCLUDED.display_name, EXCLUDED.plan, EXCLUDED.zitadel_org_id, EXCLUDED.instance, EXCLUDED.status, EXCLUDED.stripe_customer_id, EXCLUDED.allow_destroy);
+WHERE (cur.display_name, cur.plan, cur.zitadel_org_id, cur.instance, cur.status, cur.stripe_customer_id, cur.allow_destroy) IS DISTINCT FROM (EXCLUDED.display_name, CASE WHEN cur.plan_billed_at IS NULL THEN EXCLUDED.plan ELSE cur.plan END, EXCLUDED.zitadel_org_id, EXCLUDED.instance, EXCLUDED.status, EXCLUDED.stripe_customer_id, EXCLUDED.allow_destroy);
 
 INSERT INTO kombify.quotas AS cur (tenant, max_users, max_nodes, max_stacks, max_simulations, rate_limit_second, rate_limit_minute, rate_limit_hour, rate_limit_day)
 VALUES
@@ -86,11 +86,11 @@ VALUES
   ('sim-gpu-nodes', 'GPU-backed nodes in KombiSim simulations.', false, NULL),
   ('stackkits-marketplace', 'Community StackKits in the catalogue.', false, NULL)
 ON CONFLICT (name) DO UPDATE SET
-  description = EXCLUDED.description,
-  default_enabled = EXCLUDED.default_enabled,
-  rollout_percent = EXCLUDED.rollout_percent,
+  description = CASE WHEN cur.synced_at IS NULL THEN EXCLUDED.description ELSE cur.description END,
+  default_enabled = CASE WHEN cur.synced_at IS NULL THEN EXCLUDED.default_enabled ELSE cur.default_enabled END,
+  rollout_percent = CASE WHEN cur.synced_at IS NULL THEN EXCLUDED.rollout_percent ELSE cur.rollout_percent END,
   updated_at = now()
-WHERE (cur.description, cur.default_enabled, cur.rollout_percent) IS DISTINCT FROM (EXCLUDED.description, EXCLUDED.default_enabled, EXCLUDED.rollout_percent);
+WHERE (cur.description, cur.default_enabled, cur.rollout_percent) IS DISTINCT FROM (CASE WHEN cur.synced_at IS NULL THEN EXCLUDED.description ELSE cur.description END, CASE WHEN cur.synced_at IS NULL THEN EXCLUDED.default_enabled ELSE cur.default_enabled END, CASE WHEN cur.synced_at IS NULL THEN EXCLUDED.rollout_percent ELSE cur.rollout_percent END);
 
 INSERT INTO kombify.flag_plan_overrides AS cur (flag, plan, enabled)
 VALUES

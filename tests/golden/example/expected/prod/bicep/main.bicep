@@ -10,6 +10,8 @@
 // kfy-prod-kv (`kombiform apply` generates the first 2 and asks for the others):
 //   admin-database-url (provided by a person)
 //   kong-upstream-client-key (provided by a person)
+//   pg-kombify-health-password (provided by a person)
+//   pg-kombify-sso-password (provided by a person)
 //   pocketbase-superuser-password (provided by a person)
 //   postgres-admin-password (generated)
 //   redis-access-key (provided by a person)
@@ -187,6 +189,46 @@ resource containerEnv 'Microsoft.App/managedEnvironments@2025-07-01' = {
     workloadProfiles: [
       { name: 'Consumption', workloadProfileType: 'Consumption' }
     ]
+  }
+}
+
+resource files 'Microsoft.Storage/storageAccounts/fileServices@2026-09-01' = {
+  parent: storage
+  name: 'default'
+  properties: {
+    shareDeleteRetentionPolicy: {
+      enabled: true
+      days: 90
+    }
+  }
+}
+
+// PocketBase's data (pb_data: SQLite, uploaded files, and its backups in pb_data/backups), on
+// the platform's geo-redundant storage account.
+resource pocketbaseShare 'Microsoft.Storage/storageAccounts/fileServices/shares@2026-09-01' = {
+  parent: files
+  name: 'pocketbase'
+  properties: {
+    shareQuota: 100
+    enabledProtocols: 'SMB'
+  }
+}
+
+// The Container Apps environment's mount of PocketBase's share (its account key is read at
+// deployment, never written down).
+resource pocketbaseStorage 'Microsoft.App/managedEnvironments/storages@2025-07-01' = {
+  parent: containerEnv
+  name: 'pocketbase'
+  dependsOn: [
+    pocketbaseShare
+  ]
+  properties: {
+    azureFile: {
+      accountName: 'kfyprodst'
+      accountKey: storage.listKeys().keys[0].value
+      shareName: 'pocketbase'
+      accessMode: 'ReadWrite'
+    }
   }
 }
 
@@ -604,11 +646,13 @@ resource appKombisim 'Microsoft.App/containerApps@2025-07-01' = {
   }
 }
 
-// Service `kombistack`, reached through Kong.
+// Service `kombistack`, reached through Kong. Hosts PocketBase: one replica on its persistent
+// volume.
 resource appKombistack 'Microsoft.App/containerApps@2025-07-01' = {
   name: 'kfy-prod-kombistack'
   dependsOn: [
     appSso
+    pocketbaseStorage
     readSecrets
   ]
   location: location
@@ -672,12 +716,23 @@ resource appKombistack 'Microsoft.App/containerApps@2025-07-01' = {
               failureThreshold: 3
             }
           ]
+          volumeMounts: [
+            { volumeName: 'pocketbase', mountPath: '/pb_data' }
+          ]
         }
       ]
       scale: {
-        minReplicas: 2
-        maxReplicas: 10
+        minReplicas: 1
+        maxReplicas: 1
       }
+      volumes: [
+        {
+          name: 'pocketbase'
+          storageType: 'AzureFile'
+          storageName: 'pocketbase'
+          mountOptions: 'nobrl,mfsymlinks,cache=none'
+        }
+      ]
     }
   }
 }

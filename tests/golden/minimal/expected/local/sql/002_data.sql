@@ -40,14 +40,14 @@ VALUES
   ('acme', 'ACME', 'free', '200000000000000001', 'shared', 'active', NULL, false)
 ON CONFLICT (slug) DO UPDATE SET
   display_name = EXCLUDED.display_name,
-  plan = EXCLUDED.plan,
+  plan = CASE WHEN cur.plan_billed_at IS NULL THEN EXCLUDED.plan ELSE cur.plan END,
   zitadel_org_id = EXCLUDED.zitadel_org_id,
   instance = EXCLUDED.instance,
   status = EXCLUDED.status,
   stripe_customer_id = EXCLUDED.stripe_customer_id,
   allow_destroy = EXCLUDED.allow_destroy,
   updated_at = now()
-WHERE (cur.display_name, cur.plan, cur.zitadel_org_id, cur.instance, cur.status, cur.stripe_customer_id, cur.allow_destroy) IS DISTINCT FROM (EXCLUDED.display_name, EXCLUDED.plan, EXCLUDED.zitadel_org_id, EXCLUDED.instance, EXCLUDED.status, EXCLUDED.stripe_customer_id, EXCLUDED.allow_destroy);
+WHERE (cur.display_name, cur.plan, cur.zitadel_org_id, cur.instance, cur.status, cur.stripe_customer_id, cur.allow_destroy) IS DISTINCT FROM (EXCLUDED.display_name, CASE WHEN cur.plan_billed_at IS NULL THEN EXCLUDED.plan ELSE cur.plan END, EXCLUDED.zitadel_org_id, EXCLUDED.instance, EXCLUDED.status, EXCLUDED.stripe_customer_id, EXCLUDED.allow_destroy);
 
 INSERT INTO kombify.quotas AS cur (tenant, max_users, max_nodes, max_stacks, max_simulations, rate_limit_second, rate_limit_minute, rate_limit_hour, rate_limit_day)
 VALUES
