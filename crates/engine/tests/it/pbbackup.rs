@@ -19,16 +19,17 @@ fn call(pb: &PocketBase, method: &str, path: &str, body: Option<&Value>) -> Resu
     let token = pb.superuser_token()?;
     let url = format!("{}{path}", pb.url());
     let req = match method {
-        "GET" => pb.agent().get(&url).header("Authorization", &token).call(),
+        "GET" => pb.agent().get(&url).header("Authorization", &token).send(),
         _ => pb
             .agent()
             .post(&url)
             .header("Authorization", &token)
-            .send_json(body.cloned().unwrap_or(json!({}))),
+            .json(&body.cloned().unwrap_or(json!({})))
+            .send(),
     };
-    let mut r = req.with_context(|| format!("{method} {path}"))?;
+    let r = req.with_context(|| format!("{method} {path}"))?;
     let status = r.status().as_u16();
-    let text = r.body_mut().read_to_string().unwrap_or_default();
+    let text = r.text().unwrap_or_default();
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
 }
 
